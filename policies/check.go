@@ -1,0 +1,34 @@
+package policies
+
+import "fmt"
+
+// check collects what is wrong with one document, by field path. Validators
+// write to it; Parse resolves each path to a line once, at the end.
+type check struct {
+	issues []issue
+}
+
+type issue struct {
+	path     FieldPath
+	message  string
+	severity Severity
+}
+
+// errorf records a problem that rejects the resource.
+func (c *check) errorf(p FieldPath, format string, args ...any) {
+	c.issues = append(c.issues, issue{path: p, message: fmt.Sprintf(format, args...), severity: SeverityError})
+}
+
+// warnf records a problem that is reported but accepted.
+func (c *check) warnf(p FieldPath, format string, args ...any) {
+	c.issues = append(c.issues, issue{path: p, message: fmt.Sprintf(format, args...), severity: SeverityWarning})
+}
+
+func (c *check) failed() bool {
+	for _, is := range c.issues {
+		if is.severity == SeverityError {
+			return true
+		}
+	}
+	return false
+}
