@@ -41,9 +41,7 @@ func loadValidationCases(t *testing.T) map[string][]validationCase {
 			t.Fatal(err)
 		}
 		var cases []validationCase
-		dec := yaml.NewDecoder(strings.NewReader(string(data)))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cases); err != nil {
+		if err := yamlUnmarshalStrict(data, &cases); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
 		out[strings.TrimSuffix(filepath.Base(f), ".yaml")] = cases
@@ -103,4 +101,10 @@ func matchProblems(t *testing.T, what string, want []expectedProblem, got Proble
 			t.Errorf("unexpected %s: %v", what, g)
 		}
 	}
+}
+
+func yamlUnmarshalStrict(data []byte, v any) error {
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	return dec.Decode(v)
 }

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -210,8 +211,20 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// fieldIndexes caches fieldsOf per struct type.
+var fieldIndexes sync.Map // reflect.Type -> map[string]int
+
 // fieldsOf maps JSON field names to struct field indexes.
 func fieldsOf(t reflect.Type) map[string]int {
+	if m, ok := fieldIndexes.Load(t); ok {
+		return m.(map[string]int)
+	}
+	m := computeFields(t)
+	fieldIndexes.Store(t, m)
+	return m
+}
+
+func computeFields(t reflect.Type) map[string]int {
 	out := make(map[string]int, t.NumField())
 	for i := range t.NumField() {
 		f := t.Field(i)

@@ -22,15 +22,21 @@ func isNull(n *yaml.Node) bool {
 // merge keys (<<: *defaults) first so that explicit keys win, as in YAML.
 func eachPair(n *yaml.Node, fn func(key, val *yaml.Node)) {
 	n = deref(n)
+	if !hasMergeKey(n) {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			fn(n.Content[i], n.Content[i+1])
+		}
+		return
+	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		if k := n.Content[i]; k.Value != "<<" || k.Tag != "!!merge" {
+		if k := n.Content[i]; !isMergeKey(k) {
 			seen[k.Value] = true
 		}
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		if k.Tag == "!!merge" && k.Value == "<<" {
+		if isMergeKey(k) {
 			for _, src := range mergeSources(v) {
 				eachPair(src, func(mk, mv *yaml.Node) {
 					if !seen[mk.Value] {
@@ -43,6 +49,17 @@ func eachPair(n *yaml.Node, fn func(key, val *yaml.Node)) {
 		}
 		fn(k, v)
 	}
+}
+
+func isMergeKey(k *yaml.Node) bool { return k.Tag == "!!merge" && k.Value == "<<" }
+
+func hasMergeKey(n *yaml.Node) bool {
+	for i := 0; i < len(n.Content); i += 2 {
+		if isMergeKey(n.Content[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 func mergeSources(v *yaml.Node) []*yaml.Node {

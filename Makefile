@@ -1,0 +1,47 @@
+# Garrison's build. Everything the tests need is fetched by these targets
+# through the Go module proxy; nothing else must be installed by hand.
+
+GO          ?= go
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X main.version=$(VERSION)
+CONFIG      ?= deploy/examples/bookinfo
+DATA_DIR    ?= .data
+FUZZTIME    ?= 10s
+BENCHTIME   ?= 1s
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOFILES      = $(shell find . -name '*.go' -not -path './vendor/*' -not -path './.data/*')
+
+.PHONY: build run test lint fuzz bench clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/garrison ./cmd/garrison
+
+## run: serve the embedded default (the bookinfo example) from a directory of YAML.
+run: build
+	./bin/garrison serve --config $(CONFIG) --data-dir $(DATA_DIR)
+
+## test: linters, then every test with the race detector.
+test: lint
+	$(GO) test -race -count=1 ./...
+
+lint:
+	@bad=$$(gofmt -l $(GOFILES)); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+## fuzz: run every fuzz target for FUZZTIME each.
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+		dir=$$(dirname $$f); \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "== $$dir $$t"; \
+			$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) $$dir; \
+		done; \
+	done
+
+## bench: every Go benchmark, never part of the default test run.
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+
+clean:
+	rm -rf bin $(DATA_DIR)
