@@ -6,7 +6,21 @@ import "fmt"
 // write to it; Parse resolves each path to a line once, at the end.
 type check struct {
 	issues []issue
+	// empty records lists written as [] : decoded, they cannot be told
+	// from absent ones, yet Istio rejects some of them (from: []).
+	empty map[FieldPath]bool
 }
+
+func (c *check) markEmpty(p FieldPath) {
+	if c.empty == nil {
+		c.empty = map[FieldPath]bool{}
+	}
+	c.empty[p] = true
+}
+
+// writtenEmpty reports whether the list at p was written as [] rather
+// than left out.
+func (c *check) writtenEmpty(p FieldPath) bool { return c.empty[p] }
 
 type issue struct {
 	path     FieldPath

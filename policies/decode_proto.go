@@ -80,9 +80,18 @@ func decodeList(c *check, n *yaml.Node, l protoreflect.List, fd protoreflect.Fie
 		c.errorf(p, "must be a list, got %s", describe(n))
 		return
 	}
+	if len(n.Content) == 0 {
+		c.markEmpty(p)
+	}
 	for i, item := range n.Content {
 		ip := p.Index(i)
 		if fd.Kind() == protoreflect.MessageKind {
+			// A null item ("- " alone) is not an empty object: an empty
+			// rule would allow everything. Istio's schema rejects it too.
+			if isNull(deref(item)) {
+				c.errorf(ip, "must be an object, got null")
+				continue
+			}
 			e := l.NewElement()
 			decodeProto(c, item, e.Message(), ip)
 			l.Append(e)

@@ -54,12 +54,13 @@ func (d structDecoder) decode(n *yaml.Node, v reflect.Value, p FieldPath) {
 	}
 	switch v.Kind() {
 	case reflect.Pointer:
+		if isNull(n) {
+			return
+		}
 		if v.IsNil() {
 			v.Set(reflect.New(v.Type().Elem()))
 		}
-		if !isNull(n) {
-			d.decode(n, v.Elem(), p)
-		}
+		d.decode(n, v.Elem(), p)
 		return
 	case reflect.Struct:
 		if v.Type() == timeType {
@@ -75,6 +76,9 @@ func (d structDecoder) decode(n *yaml.Node, v reflect.Value, p FieldPath) {
 		if n.Kind != yaml.SequenceNode {
 			d.c.errorf(p, "must be a list, got %s", describe(n))
 			return
+		}
+		if len(n.Content) == 0 {
+			d.c.markEmpty(p)
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
@@ -130,7 +134,17 @@ func (d structDecoder) decodeFields(n *yaml.Node, v reflect.Value, p FieldPath) 
 			}
 			return
 		}
-		d.decode(val, v.Field(idx), p.Field(k.Value))
+		field := v.Field(idx)
+		if isNull(val) && field.Kind() == reflect.Pointer && v.Type().Field(idx).Tag.Get("null") == "empty" {
+			// Fields tagged null:"empty" treat "key:" with no value as
+			// present and empty, as Istio did for "- mtls:".
+			field.Set(reflect.New(field.Type().Elem()))
+			return
+		}
+		if isNull(val) && field.Kind() == reflect.Slice {
+			return
+		}
+		d.decode(val, field, p.Field(k.Value))
 	})
 }
 

@@ -2,6 +2,7 @@ package policies
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -81,7 +82,11 @@ func SpecAs[T any](r *Resource) (T, bool) {
 }
 
 // DryRun reports Istio's istio.io/dry-run annotation.
-func (r *Resource) DryRun() bool { return r.Annotations[AnnotationDryRun] == "true" }
+// Istio reads the value with strconv.ParseBool, so "True" and "1" count.
+func (r *Resource) DryRun() bool {
+	dry, _ := strconv.ParseBool(r.Annotations[AnnotationDryRun])
+	return dry
+}
 
 // AnnotationDryRun marks an AuthorizationPolicy as evaluated and logged but
 // never enforced.

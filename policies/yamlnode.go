@@ -138,7 +138,7 @@ func lineOf(doc *yaml.Node, p FieldPath) int {
 		switch n.Kind {
 		case yaml.MappingNode:
 			eachPair(n, func(k, v *yaml.Node) {
-				if next == nil && k.Value == st.name {
+				if next == nil && (k.Value == st.name || snakeToCamel(k.Value) == st.name) {
 					// A missing or scalar value is best shown at its key.
 					next = v
 					if line = k.Line; line == 0 {

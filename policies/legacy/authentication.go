@@ -28,7 +28,7 @@ type PortSelector struct {
 // PeerAuthenticationMethod is mtls or (deprecated, never supported by
 // Envoy) jwt. "- mtls:" with no value means mtls with the default mode.
 type PeerAuthenticationMethod struct {
-	Mtls *MutualTLS `json:"mtls,omitempty"`
+	Mtls *MutualTLS `json:"mtls,omitempty" null:"empty"`
 	Jwt  *Jwt       `json:"jwt,omitempty"`
 }
 
