@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/garrison-mesh/garrison/cmd/internal/admin"
+	"github.com/garrison-mesh/garrison/policies"
+	"github.com/garrison-mesh/garrison/policies/source/file"
+)
+
+type serveFlags struct {
+	configDir      string
+	dataDir        string
+	monitoringAddr string
+	rootNamespace  string
+	domainSuffix   string
+	debounce       time.Duration
+}
+
+func newServeCommand(logs *logFlags) *cobra.Command {
+	f := &serveFlags{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the mesh configuration of a directory of YAML",
+		Long: "Serve loads every .yaml, .yml and .json file under --config, keeps watching it, and serves the\n" +
+			"monitoring port (/healthz, /readyz, /metrics, /debug/config, /debug/status). A change that\n" +
+			"does not validate never replaces the last good configuration of its file; fixing the file\n" +
+			"recovers without a restart.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), f, log)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.configDir, "config", "", "directory of Istio and Kubernetes YAML to serve (required)")
+	fl.StringVar(&f.dataDir, "data-dir", ".data", "directory for Garrison's state")
+	fl.StringVar(&f.monitoringAddr, "monitoring-addr", ":15014", "address of the monitoring port")
+	fl.StringVar(&f.rootNamespace, "root-namespace", policies.DefaultRootNamespace, "namespace whose policies apply mesh-wide")
+	fl.StringVar(&f.domainSuffix, "domain-suffix", policies.DefaultDomainSuffix, "DNS suffix that completes short service names")
+	fl.DurationVar(&f.debounce, "debounce", 100*time.Millisecond, "quiet time after a file change before the configuration is rebuilt")
+	_ = cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(),
+	)
+	store := policies.NewStore(policies.StoreConfig{
+		Options: policies.SnapshotOptions{RootNamespace: f.rootNamespace, DomainSuffix: f.domainSuffix},
+		Logger:  log,
+	})
+	src, err := file.New(file.Config{
+		Dir:      f.configDir,
+		Store:    store,
+		Logger:   log.With("component", "config"),
+		Debounce: f.debounce,
+		Metrics:  reg,
+	})
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	mon, err := admin.New(admin.Config{
+		Addr:      f.monitoringAddr,
+		Snapshots: store,
+		Status:    func() any { return src.Status() },
+		Gatherer:  reg,
+		Logger:    log.With("component", "monitoring"),
+		Version:   version,
+	})
+	if err != nil {
+		return fmt.Errorf("--monitoring-addr: %w", err)
+	}
+	log.Info("garrison serving", "version", version, "config", f.configDir, "monitoring", mon.Addr())
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	parts := []func(context.Context) error{src.Run, mon.Serve}
+	errc := make(chan error, len(parts))
+	for _, run := range parts {
+		go func() { errc <- run(ctx) }()
+	}
+	// The first part to fail stops the others; a signal stops them all.
+	var first error
+	for range parts {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	if first != nil {
+		log.Error("garrison stopped", "err", first)
+		return first
+	}
+	log.Info("garrison stopped")
+	return nil
+}
+
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "garrison_build_info",
+		Help: "Always 1; the labels say which Garrison is running.",
+	}, []string{"version"})
+	g.WithLabelValues(version).Set(1)
+	return g
+}
