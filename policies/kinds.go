@@ -148,8 +148,3 @@ func newProto[T any, P interface {
 }
 
 func newStruct[T any]() any { return new(T) }
-
-func isProtoSpec(v any) bool {
-	_, ok := v.(proto.Message)
-	return ok
-}
