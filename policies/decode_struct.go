@@ -80,9 +80,17 @@ func (d structDecoder) decode(n *yaml.Node, v reflect.Value, p FieldPath) {
 		if len(n.Content) == 0 {
 			d.c.markEmpty(p)
 		}
-		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		s := reflect.MakeSlice(v.Type(), 0, len(n.Content))
 		for i, item := range n.Content {
-			d.decode(item, s.Index(i), p.Index(i))
+			// As for protos: a null item ("- " alone) is neither an
+			// empty object nor a zero value a validator could trust.
+			if isNull(deref(item)) {
+				d.c.errorf(p.Index(i), "must not be null")
+				continue
+			}
+			e := reflect.New(v.Type().Elem()).Elem()
+			d.decode(item, e, p.Index(i))
+			s = reflect.Append(s, e)
 		}
 		v.Set(s)
 		return
