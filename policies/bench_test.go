@@ -1,9 +1,19 @@
 package policies
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"gopkg.in/yaml.v3"
+	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 )
 
 // benchMesh writes n resources of the kinds a real mesh is made of, spread
@@ -53,7 +63,7 @@ spec:
     - {destination: {host: %[1]s, subset: v1}, weight: 90}
     - {destination: {host: %[1]s, subset: v2}, weight: 10}
     timeout: 2s
-    retries: {attempts: 3, perTryTimeout: 500ms, retryOn: "5xx,connect-failure"}
+    retries: {attempts: 3, perTryTimeout: 0.5s, retryOn: "5xx,connect-failure"}
 `, svc, ns)
 		emit(`apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -114,4 +124,75 @@ func TestBenchMeshIsValid(t *testing.T) {
 	if len(rs) < 600 {
 		t.Fatalf("got %d resources", len(rs))
 	}
+}
+
+// BenchmarkPeerIstioDecode is the peer for BenchmarkParseValidateSnapshot:
+// the path Istio's own tools take from YAML to typed specs (YAML to a map, to
+// JSON, to protojson), with no positions, no validation and no snapshot.
+func BenchmarkPeerIstioDecode(b *testing.B) {
+	const n = 10000
+	data := benchMesh(n)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		count := 0
+		for {
+			var obj map[string]any
+			if err := dec.Decode(&obj); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				b.Fatal(err)
+			}
+			if obj == nil {
+				continue
+			}
+			count++
+			var spec proto.Message
+			switch obj["kind"] {
+			case "VirtualService":
+				spec = &networking.VirtualService{}
+			case "DestinationRule":
+				spec = &networking.DestinationRule{}
+			case "AuthorizationPolicy":
+				spec = &security.AuthorizationPolicy{}
+			case "PeerAuthentication":
+				spec = &security.PeerAuthentication{}
+			default:
+				continue // Kubernetes objects stay maps
+			}
+			js, err := json.Marshal(obj["spec"])
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := (protojson.UnmarshalOptions{}).Unmarshal(js, spec); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if count < n {
+			b.Fatalf("decoded %d", count)
+		}
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "resources/s")
+}
+
+// BenchmarkFloorYAMLNodes is the floor: yaml.v3 building its node trees,
+// which both paths above pay before anything else.
+func BenchmarkFloorYAMLNodes(b *testing.B) {
+	const n = 10000
+	data := benchMesh(n)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for {
+			var doc yaml.Node
+			if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "resources/s")
 }

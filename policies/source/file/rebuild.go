@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -74,6 +76,7 @@ func (s *Source) rebuild(c *changes, w *fsnotify.Watcher) error {
 	s.lastError = ""
 
 	changed, seen := map[string]bool{}, map[string]bool{}
+	var toParse []pending
 	for _, rel := range present {
 		data, err := os.ReadFile(s.abs(rel))
 		if errors.Is(err, fs.ErrNotExist) {
@@ -99,11 +102,11 @@ func (s *Source) rebuild(c *changes, w *fsnotify.Watcher) error {
 			continue
 		}
 		f.sum, f.read = sum, true
-		f.parsed, f.problems = policies.Parse(rel, data)
-		f.problems = append(f.problems, duplicatesWithin(f.parsed)...)
 		f.accepted, f.conflicts = false, nil
 		changed[rel] = true
+		toParse = append(toParse, pending{rel: rel, f: f, data: data})
 	}
+	parseAll(toParse)
 	removed, removedServed := false, false
 	for _, rel := range gone {
 		f, ok := s.files[rel]
@@ -164,6 +167,34 @@ func (s *Source) rebuild(c *changes, w *fsnotify.Watcher) error {
 	}
 	s.storeStatus()
 	return s.invalidProblems()
+}
+
+// pending is a file read and waiting to be parsed.
+type pending struct {
+	rel  string
+	f    *fileState
+	data []byte
+}
+
+// parseAll parses files on one goroutine per CPU: a checkout or the first
+// load of a large tree is bound by parsing, and files are independent.
+func parseAll(files []pending) {
+	workers := min(runtime.GOMAXPROCS(0), len(files))
+	next := make(chan pending)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for p := range next {
+				p.f.parsed, p.f.problems = policies.Parse(p.rel, p.data)
+				p.f.problems = append(p.f.problems, duplicatesWithin(p.f.parsed)...)
+			}
+		})
+	}
+	for _, p := range files {
+		next <- p
+	}
+	close(next)
+	wg.Wait()
 }
 
 // collect lists the files to read and the known files that are gone.
