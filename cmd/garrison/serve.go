@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,8 +33,9 @@ func newServeCommand(logs *logFlags) *cobra.Command {
 		Short: "Serve the mesh configuration of a directory of YAML",
 		Long: "Serve loads every .yaml, .yml and .json file under --config, keeps watching it, and serves the\n" +
 			"monitoring port (/healthz, /readyz, /metrics, /debug/config, /debug/status). A change that\n" +
-			"does not validate never replaces the last good configuration of its file; fixing the file\n" +
-			"recovers without a restart.",
+			"does not validate never replaces the last good configuration of its file, even across a\n" +
+			"restart (the last good copies are kept under --data-dir); fixing the file recovers without\n" +
+			"a restart.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.logger(cmd.ErrOrStderr())
@@ -74,6 +76,7 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 		Logger:   log.With("component", "config"),
 		Debounce: f.debounce,
 		Metrics:  reg,
+		StateDir: filepath.Join(f.dataDir, "config-last-good"),
 	})
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)

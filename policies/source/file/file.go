@@ -63,11 +63,16 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// Now stamps Status and the last-success metric; nil means time.Now.
 	Now func() time.Time
+	// StateDir keeps a copy of every file's last accepted content, so that
+	// after a restart a file that has meanwhile become invalid still
+	// serves what it served before instead of nothing. Empty disables it.
+	StateDir string
 }
 
 // Source loads a configuration directory into a Store and keeps it current.
 type Source struct {
 	dir      string
+	lastGood lastGoodDir
 	store    Updater
 	log      *slog.Logger
 	debounce time.Duration
@@ -136,6 +141,7 @@ func New(cfg Config) (*Source, error) {
 		debounce: cfg.Debounce,
 		now:      cfg.Now,
 		files:    map[string]*fileState{},
+		lastGood: lastGoodDir(cfg.StateDir),
 	}
 	if cfg.Metrics != nil {
 		if s.metrics, err = newMetrics(cfg.Metrics); err != nil {

@@ -821,3 +821,74 @@ spec:
 	}
 	b.ReportMetric(float64(files*perFile)*float64(b.N)/b.Elapsed().Seconds(), "resources/s")
 }
+
+// TestLastGoodSurvivesRestart: a file broken while Garrison is down serves
+// its last accepted content after the restart, not nothing; a file deleted
+// while down stays deleted.
+func TestLastGoodSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	dir, state := t.TempDir(), t.TempDir()
+	write := func(rel, content string) {
+		t.Helper()
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func() (*file.Source, *policies.Store, error) {
+		t.Helper()
+		store := policies.NewStore(policies.StoreConfig{})
+		src, err := file.New(file.Config{Dir: dir, Store: store, StateDir: state,
+			Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src, store, src.LoadOnce()
+	}
+	write("deny.yaml", "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-all\nspec:\n  action: DENY\n  rules: [{}]\n")
+	write("team/sa.yaml", sa("a"))
+	write("gone.yaml", sa("b"))
+	if _, _, err := start(); err != nil {
+		t.Fatal(err)
+	}
+
+	// While down: deny.yaml is broken, gone.yaml is deleted.
+	write("deny.yaml", badPolicy)
+	if err := os.Remove(filepath.Join(dir, "gone.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	src, store, err := start()
+	if err == nil {
+		t.Fatal("the broken file must be reported")
+	}
+	snap := store.Current()
+	if snap.Get(policies.KindAuthorizationPolicy, "default", "deny-all") == nil {
+		t.Fatal("the DENY policy of the broken file was lost across the restart")
+	}
+	if snap.Get(policies.KindServiceAccount, "default", "b") != nil {
+		t.Error("a file deleted while down came back from the state dir")
+	}
+	if snap.Get(policies.KindServiceAccount, "default", "a") == nil {
+		t.Error("a valid file in a subdirectory is missing")
+	}
+	st := src.Status()
+	if len(st.InvalidFiles) != 1 || st.InvalidFiles[0].File != "deny.yaml" || !st.InvalidFiles[0].KeepsLastGood {
+		t.Errorf("status must show deny.yaml rejected and keeping its last good content: %+v", st.InvalidFiles)
+	}
+	if _, err := os.Stat(filepath.Join(state, "gone.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the copy of a deleted file must be pruned: %v", err)
+	}
+
+	// Fixed while down again: the new content wins over the copy.
+	write("deny.yaml", strings.Replace(badPolicy, "MAYBE", "DENY\n  rules: [{to: [{operation: {methods: [DELETE]}}]}]", 1))
+	if _, store, err = start(); err != nil {
+		t.Fatal(err)
+	}
+	if store.Current().Get(policies.KindAuthorizationPolicy, "default", "p") == nil ||
+		store.Current().Get(policies.KindAuthorizationPolicy, "default", "deny-all") != nil {
+		t.Error("the fixed file must replace its last good copy")
+	}
+}

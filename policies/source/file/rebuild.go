@@ -28,6 +28,9 @@ type fileState struct {
 	parsed   []*policies.Resource
 	problems policies.Problems
 
+	// data is the content on disk, kept until it is accepted or replaced.
+	data []byte
+
 	// accepted is true when served is parsed. served is the content the
 	// file had when last accepted, and everGood says there was one.
 	accepted bool
@@ -101,7 +104,7 @@ func (s *Source) rebuild(c *changes, w *fsnotify.Watcher) error {
 			// again would only cost time.
 			continue
 		}
-		f.sum, f.read = sum, true
+		f.sum, f.read, f.data = sum, true, data
 		f.accepted, f.conflicts = false, nil
 		changed[rel] = true
 		toParse = append(toParse, pending{rel: rel, f: f, data: data})
@@ -122,7 +125,14 @@ func (s *Source) rebuild(c *changes, w *fsnotify.Watcher) error {
 		return s.invalidProblems()
 	}
 
+	if !s.published {
+		s.restoreLastGood()
+	}
 	recovered := s.resolve(now)
+	s.lastGood.save(s.log, s.files, recovered)
+	if removed || !s.published {
+		s.lastGood.prune(s.log, s.files)
+	}
 
 	var rejected []string
 	acceptedAny := len(recovered) > 0
@@ -185,8 +195,7 @@ func parseAll(files []pending) {
 	for range workers {
 		wg.Go(func() {
 			for p := range next {
-				p.f.parsed, p.f.problems = policies.Parse(p.rel, p.data)
-				p.f.problems = append(p.f.problems, duplicatesWithin(p.f.parsed)...)
+				p.f.parsed, p.f.problems = parseFile(p.rel, p.data)
 			}
 		})
 	}
@@ -195,6 +204,12 @@ func parseAll(files []pending) {
 	}
 	close(next)
 	wg.Wait()
+}
+
+// parseFile parses one file; a resource defined twice in it is an error.
+func parseFile(rel string, data []byte) ([]*policies.Resource, policies.Problems) {
+	parsed, problems := policies.Parse(rel, data)
+	return parsed, append(problems, duplicatesWithin(parsed)...)
 }
 
 // collect lists the files to read and the known files that are gone.
