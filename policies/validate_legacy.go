@@ -133,17 +133,17 @@ func legacyValidateSubject(c *check, p FieldPath, s *legacy.Subject) {
 		ips  []string
 	}{{"ips", s.Ips}, {"notIps", s.NotIps}} {
 		for k, ip := range f.ips {
-			if msg := secIPError(ip); msg != "" {
-				c.errorf(p.Field(f.name).Index(k), "%s", msg)
+			if err := validateIPOrCIDR(ip); err != nil {
+				c.errorf(p.Field(f.name).Index(k), "%v", err)
 			}
 		}
 	}
 	if ip, ok := s.Properties["source.ip"]; ok {
-		if msg := secIPError(ip); msg != "" {
-			c.errorf(p.Field("properties").Key("source.ip"), "%s", msg)
+		if err := validateIPOrCIDR(ip); err != nil {
+			c.errorf(p.Field("properties").Key("source.ip"), "%v", err)
 		}
 	}
-	for _, k := range secSortedKeys(s.Properties) {
+	for _, k := range sortedKeys(s.Properties) {
 		if k == "" {
 			c.errorf(p.Field("properties").Key(k), "property name must not be empty")
 		}

@@ -1147,21 +1147,33 @@ func validateTLSRoute(c *check, p FieldPath, t *networking.TLSRoute, vs *network
 		for k, sni := range m.SniHosts {
 			validateSNIHost(c, mp.Field("sniHosts").Index(k), sni, vs, sniGatewayRules)
 		}
-		for k, s := range m.DestinationSubnets {
-			if err := validateIPOrCIDR(s); err != nil {
-				c.errorf(mp.Field("destinationSubnets").Index(k), "%v", err)
-			}
-		}
-		if m.Port != 0 {
-			validatePort(c, mp.Field("port"), int64(m.Port))
-		}
-		validateLabels(c, mp.Field("sourceLabels"), m.SourceLabels)
-		validateGatewayRefs(c, mp.Field("gateways"), m.Gateways)
+		validateL4Match(c, mp, m)
 	}
 	if len(t.Route) == 0 {
 		c.errorf(p.Field("route"), "a tls route needs at least one route destination")
 	}
 	validateRouteDestinations(c, p.Field("route"), t.Route)
+}
+
+// l4Match is what TLS and TCP route matches have in common.
+type l4Match interface {
+	GetDestinationSubnets() []string
+	GetPort() uint32
+	GetSourceLabels() map[string]string
+	GetGateways() []string
+}
+
+func validateL4Match(c *check, p FieldPath, m l4Match) {
+	for k, s := range m.GetDestinationSubnets() {
+		if err := validateIPOrCIDR(s); err != nil {
+			c.errorf(p.Field("destinationSubnets").Index(k), "%v", err)
+		}
+	}
+	if m.GetPort() != 0 {
+		validatePort(c, p.Field("port"), int64(m.GetPort()))
+	}
+	validateLabels(c, p.Field("sourceLabels"), m.GetSourceLabels())
+	validateGatewayRefs(c, p.Field("gateways"), m.GetGateways())
 }
 
 // validateSNIHost: an SNI host must be a domain name covered by one of the
@@ -1192,16 +1204,7 @@ func validateSNIHost(c *check, p FieldPath, sni string, vs *networking.VirtualSe
 func validateTCPRoute(c *check, p FieldPath, t *networking.TCPRoute) {
 	for j, m := range t.Match {
 		mp := p.Field("match").Index(j)
-		for k, s := range m.DestinationSubnets {
-			if err := validateIPOrCIDR(s); err != nil {
-				c.errorf(mp.Field("destinationSubnets").Index(k), "%v", err)
-			}
-		}
-		if m.Port != 0 {
-			validatePort(c, mp.Field("port"), int64(m.Port))
-		}
-		validateLabels(c, mp.Field("sourceLabels"), m.SourceLabels)
-		validateGatewayRefs(c, mp.Field("gateways"), m.Gateways)
+		validateL4Match(c, mp, m)
 	}
 	if len(t.Route) == 0 {
 		c.errorf(p.Field("route"), "a tcp route needs at least one route destination")

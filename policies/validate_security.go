@@ -394,11 +394,7 @@ func secValidateJwtRule(c *check, p FieldPath, rule *security.JWTRule) {
 			c.errorf(cp.Field("claim"), "claim is required")
 		}
 	}
-	if rule.Timeout != nil {
-		if msg := secDurationError(rule.Timeout.AsDuration()); msg != "" {
-			c.errorf(p.Field("timeout"), "timeout %s", msg)
-		}
-	}
+	validateDuration(c, p.Field("timeout"), rule.Timeout)
 	if len(rule.SpaceDelimitedClaims) > secMaxDelimClaims {
 		c.errorf(p.Field("spaceDelimitedClaims"), "at most %d claims are allowed, got %d", secMaxDelimClaims, len(rule.SpaceDelimitedClaims))
 	}
@@ -422,7 +418,7 @@ func secValidateSelector(c *check, p FieldPath, sel *typev1beta1.WorkloadSelecto
 	if len(sel.MatchLabels) > secMaxMatchLabels {
 		c.errorf(lp, "at most %d labels are allowed, got %d", secMaxMatchLabels, len(sel.MatchLabels))
 	}
-	for _, k := range secSortedKeys(sel.MatchLabels) {
+	for _, k := range sortedKeys(sel.MatchLabels) {
 		v := sel.MatchLabels[k]
 		kp := lp.Key(k)
 		switch {
