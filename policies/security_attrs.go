@@ -15,7 +15,6 @@ import (
 	"strings"
 )
 
-
 // secPortError explains why v is not a port number (0-65535, decimal), or
 // returns "".
 func secPortError(v string) string {
@@ -249,7 +248,6 @@ var secStrictHeaderName = regexp.MustCompile(`^[-A-Za-z0-9]+$`)
 // secHeaderToken is an RFC 7230 token, what Envoy accepts as a header name.
 var secHeaderToken = regexp.MustCompile("^[!#$%&'*+\\-.^_`|~A-Za-z0-9]+$")
 
-
 // secStandardMethods are the HTTP methods a request can carry in upper case.
 var secStandardMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"}
 
@@ -262,4 +260,3 @@ func secMethodWarning(m string) string {
 	}
 	return ""
 }
-
