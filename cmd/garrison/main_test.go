@@ -336,3 +336,29 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 		t.Fatal("garrison did not stop within 15s of SIGTERM")
 	}
 }
+
+// TestValidateIstioInvalidDatasets runs garrison validate, as a user would,
+// on each invalid file of Istio's galley validation dataset: every one must
+// exit 1 with a message that names a field. (The policies package checks the
+// exact field and message of every dataset document.)
+func TestValidateIstioInvalidDatasets(t *testing.T) {
+	t.Parallel()
+	files, _ := filepath.Glob("../../../shared/conformance/istio/istio@1.5.0/galley/testdatasets/validation/dataset/*-invalid.yaml")
+	if len(files) == 0 {
+		t.Fatal("Istio's datasets are missing: ../shared/conformance/istio must sit beside the checkout")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			t.Parallel()
+			code, out, _ := runCLI(t, "validate", f)
+			if code != 1 {
+				t.Fatalf("exit %d, want 1:\n%s", code, out)
+			}
+			first := strings.SplitN(out, "\n", 2)[0]
+			// file:line: Kind ns/name: field: message
+			if parts := strings.SplitN(first, ": ", 4); len(parts) < 4 || !strings.HasPrefix(parts[0], f+":") {
+				t.Errorf("error does not name file, line, resource and field: %q", first)
+			}
+		})
+	}
+}
