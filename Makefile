@@ -11,7 +11,7 @@ BENCHTIME   ?= 1s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOFILES      = $(shell find . -name '*.go' -not -path './vendor/*' -not -path './.data/*')
 
-.PHONY: build run test lint fuzz bench clean
+.PHONY: build run test lint fuzz bench peers clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/garrison ./cmd/garrison
@@ -42,6 +42,11 @@ fuzz:
 ## bench: every Go benchmark, never part of the default test run.
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+
+## peers: build the independent implementations Garrison is compared with
+## (conformance/peers, a module of its own): bin/opa-envoy-plugin.
+peers:
+	cd conformance/peers && $(GO) build -o ../../bin/opa-envoy-plugin github.com/open-policy-agent/opa-envoy-plugin/cmd/opa-envoy-plugin
 
 clean:
 	rm -rf bin $(DATA_DIR)
