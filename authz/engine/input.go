@@ -1,0 +1,766 @@
+package engine
+
+import (
+	"encoding/base64"
+	"errors"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/util"
+)
+
+// Encoding selects the shape of the proto-derived part of the input. The
+// two differ only in how some scalar and well-known types are written; every
+// field Garrison's compiled policies read (strings, string maps, Struct
+// metadata) is the same in both.
+type Encoding int
+
+const (
+	// EncodingPlugin is what opa-envoy-plugin v1.15.2-envoy, the pinned
+	// peer, builds: it walks the proto by reflection with JSON field names
+	// (envoyauth/protomap.go) and adds a sixth top-level key,
+	// source_principal. So 64-bit integers are numbers, enums are their
+	// numbers, timestamps are {"seconds", "nanos"} objects, bytes are
+	// base64 and Any is {"typeUrl", "value"}. The default.
+	EncodingPlugin Encoding = iota
+	// EncodingProtoJSON is CONTRACT.md section 1 to the letter:
+	// protojson.Marshal(CheckRequest) unmarshalled (64-bit integers as
+	// strings, enums by name, timestamps in RFC 3339, Any expanded) plus
+	// the five keys, as opa-envoy-plugin releases before protomap built it.
+	EncodingProtoJSON
+)
+
+func (e Encoding) String() string {
+	switch e {
+	case EncodingPlugin:
+		return "plugin"
+	case EncodingProtoJSON:
+		return "protojson"
+	}
+	return "Encoding(" + strconv.Itoa(int(e)) + ")"
+}
+
+// InputOptions tune an InputBuilder.
+type InputOptions struct {
+	// Encoding is the shape of the proto part; see Encoding.
+	Encoding Encoding
+	// Headers, when not nil, are the lower-cased request headers kept in
+	// input.attributes.request.http.headers (and headerMap); the others are
+	// left out. compile.Result.Headers is such a list: the headers some
+	// policy reads. Nil keeps every header. The body is still parsed by the
+	// full headers (content-type, content-length), as the plugin does.
+	Headers []string
+}
+
+// InputBuilder turns CheckRequests into the OPA input value. It builds the
+// ast.Value field by field from the proto: going through JSON and
+// ast.InterfaceToValue costs more than the policy evaluation itself
+// (FIELD-NOTES.md). It is immutable and safe for concurrent use.
+type InputBuilder struct {
+	enc      Encoding
+	keep     map[string]struct{} // nil: every header
+	keepList []string
+}
+
+// NewInputBuilder returns a builder for opts.
+func NewInputBuilder(opts InputOptions) *InputBuilder {
+	b := &InputBuilder{enc: opts.Encoding}
+	if opts.Headers != nil {
+		b.keep = make(map[string]struct{}, len(opts.Headers))
+		for _, h := range opts.Headers {
+			h = strings.ToLower(h)
+			if _, dup := b.keep[h]; !dup {
+				b.keep[h] = struct{}{}
+				b.keepList = append(b.keepList, h)
+			}
+		}
+	}
+	return b
+}
+
+// Build returns the input opa-envoy-plugin would evaluate req with (in the
+// builder's Encoding), less the headers the builder leaves out. An error is
+// what the plugin answers with 400: a query or path with an invalid escape,
+// a body its content type cannot parse, a bad content-length; and, in
+// EncodingProtoJSON, whatever protojson.Marshal refuses.
+func (b *InputBuilder) Build(req *authv3.CheckRequest) (ast.Value, error) {
+	return b.build(req, nil)
+}
+
+// overrides are the engine's changes to a request, applied while building
+// instead of to a copy of the proto: the caller's request stays untouched
+// and nothing is cloned on the hot path. The result equals Build of the
+// request with these changes made, which is what Envoy would send once its
+// own normalize_path and Garrison's context extensions are in place.
+type overrides struct {
+	// path, when setPath, replaces http.path and the :path header.
+	path    string
+	setPath bool
+	// ext are context extensions to set, replacing any with the same key.
+	ext []extEntry
+}
+
+type extEntry struct {
+	key   string
+	term  [2]*ast.Term // key and value terms, built once per snapshot
+	value string
+}
+
+// Object keys, built once: terms are never modified after construction, so
+// every input can share them (OPA shares its interned terms the same way).
+var (
+	keyAttributes           = ast.StringTerm("attributes")
+	keySource               = ast.StringTerm("source")
+	keyDestination          = ast.StringTerm("destination")
+	keyRequest              = ast.StringTerm("request")
+	keyContextExtensions    = ast.StringTerm("contextExtensions")
+	keyMetadataContext      = ast.StringTerm("metadataContext")
+	keyRouteMetadataContext = ast.StringTerm("routeMetadataContext")
+	keyTLSSession           = ast.StringTerm("tlsSession")
+	keyAddress              = ast.StringTerm("address")
+	keyService              = ast.StringTerm("service")
+	keyLabels               = ast.StringTerm("labels")
+	keyPrincipal            = ast.StringTerm("principal")
+	keyCertificate          = ast.StringTerm("certificate")
+	keySocketAddress        = ast.StringTerm("socketAddress")
+	keyProtocol             = ast.StringTerm("protocol")
+	keyPortValue            = ast.StringTerm("portValue")
+	keyNamedPort            = ast.StringTerm("namedPort")
+	keyResolverName         = ast.StringTerm("resolverName")
+	keyIPv4Compat           = ast.StringTerm("ipv4Compat")
+	keyNetworkNamespace     = ast.StringTerm("networkNamespaceFilepath")
+	keyTime                 = ast.StringTerm("time")
+	keyHTTP                 = ast.StringTerm("http")
+	keyID                   = ast.StringTerm("id")
+	keyMethod               = ast.StringTerm("method")
+	keyHeaders              = ast.StringTerm("headers")
+	keyHeaderMap            = ast.StringTerm("headerMap")
+	keyPath                 = ast.StringTerm("path")
+	keyHost                 = ast.StringTerm("host")
+	keyScheme               = ast.StringTerm("scheme")
+	keyQuery                = ast.StringTerm("query")
+	keyFragment             = ast.StringTerm("fragment")
+	keySize                 = ast.StringTerm("size")
+	keyBody                 = ast.StringTerm("body")
+	keyRawBody              = ast.StringTerm("rawBody")
+	keyFilterMetadata       = ast.StringTerm("filterMetadata")
+	keyTypedFilterMetadata  = ast.StringTerm("typedFilterMetadata")
+	keySNI                  = ast.StringTerm("sni")
+	keyKey                  = ast.StringTerm("key")
+	keyValue                = ast.StringTerm("value")
+	keyRawValue             = ast.StringTerm("rawValue")
+	keySeconds              = ast.StringTerm("seconds")
+	keyNanos                = ast.StringTerm("nanos")
+
+	keyVersion         = ast.StringTerm("version")
+	keyParsedPath      = ast.StringTerm("parsed_path")
+	keyParsedQuery     = ast.StringTerm("parsed_query")
+	keyParsedBody      = ast.StringTerm("parsed_body")
+	keyTruncatedBody   = ast.StringTerm("truncated_body")
+	keySourcePrincipal = ast.StringTerm("source_principal")
+
+	// versionTerm is input.version; the plugin says "protojson" in both
+	// of its encodings.
+	versionTerm = ast.ObjectTerm(
+		[2]*ast.Term{ast.StringTerm("ext_authz"), ast.StringTerm("v3")},
+		[2]*ast.Term{ast.StringTerm("encoding"), ast.StringTerm("protojson")},
+	)
+)
+
+// fdTypedFilterMetadata is the one map field the fast path hands to
+// reflection (its values are Any).
+var fdTypedFilterMetadata = (&corev3.Metadata{}).ProtoReflect().Descriptor().Fields().ByName("typed_filter_metadata")
+
+func (b *InputBuilder) build(req *authv3.CheckRequest, ov *overrides) (ast.Value, error) {
+	var kvs [7][2]*ast.Term
+	n := 0
+	attrs := req.GetAttributes()
+	if attrs != nil {
+		t, err := b.attributes(attrs, ov)
+		if err != nil {
+			return nil, err
+		}
+		kvs[n] = [2]*ast.Term{keyAttributes, t}
+		n++
+	}
+
+	httpReq := attrs.GetRequest().GetHttp()
+	path := httpReq.GetPath()
+	if ov != nil && ov.setPath && httpReq != nil {
+		path = ov.path
+	}
+	parsedPath, parsedQuery, err := parsePathAndQuery(path)
+	if err != nil {
+		return nil, err
+	}
+	parsedBody, truncated, err := parseBody(httpReq.GetHeaders(), httpReq.GetBody(), httpReq.GetRawBody())
+	if err != nil {
+		return nil, err
+	}
+	kvs[n] = [2]*ast.Term{keyVersion, versionTerm}
+	kvs[n+1] = [2]*ast.Term{keyParsedPath, parsedPath}
+	kvs[n+2] = [2]*ast.Term{keyParsedQuery, parsedQuery}
+	kvs[n+3] = [2]*ast.Term{keyParsedBody, parsedBody}
+	kvs[n+4] = [2]*ast.Term{keyTruncatedBody, ast.InternedTerm(truncated)}
+	n += 5
+	if b.enc == EncodingPlugin {
+		if p := attrs.GetSource().GetPrincipal(); p != "" {
+			kvs[n] = [2]*ast.Term{keySourcePrincipal, ast.StringTerm(p)}
+			n++
+		}
+	}
+	return ast.NewObject(kvs[:n]...), nil
+}
+
+func (b *InputBuilder) attributes(a *authv3.AttributeContext, ov *overrides) (*ast.Term, error) {
+	var kvs [7][2]*ast.Term
+	n := 0
+	var err error
+	if a.Source != nil {
+		if kvs[n][1], err = b.peer(a.Source); err != nil {
+			return nil, err
+		}
+		kvs[n][0] = keySource
+		n++
+	}
+	if a.Destination != nil {
+		if kvs[n][1], err = b.peer(a.Destination); err != nil {
+			return nil, err
+		}
+		kvs[n][0] = keyDestination
+		n++
+	}
+	if a.Request != nil {
+		if kvs[n][1], err = b.request(a.Request, ov); err != nil {
+			return nil, err
+		}
+		kvs[n][0] = keyRequest
+		n++
+	}
+	var ext []extEntry
+	if ov != nil {
+		ext = ov.ext
+	}
+	if len(a.ContextExtensions) > 0 || len(ext) > 0 {
+		kvs[n] = [2]*ast.Term{keyContextExtensions, contextExtensions(a.ContextExtensions, ext)}
+		n++
+	}
+	if a.MetadataContext != nil {
+		if kvs[n][1], err = b.metadata(a.MetadataContext); err != nil {
+			return nil, err
+		}
+		kvs[n][0] = keyMetadataContext
+		n++
+	}
+	if a.RouteMetadataContext != nil {
+		if kvs[n][1], err = b.metadata(a.RouteMetadataContext); err != nil {
+			return nil, err
+		}
+		kvs[n][0] = keyRouteMetadataContext
+		n++
+	}
+	if a.TlsSession != nil {
+		var sni [1][2]*ast.Term
+		m := 0
+		if a.TlsSession.Sni != "" {
+			sni[0] = [2]*ast.Term{keySNI, ast.StringTerm(a.TlsSession.Sni)}
+			m++
+		}
+		kvs[n] = [2]*ast.Term{keyTLSSession, ast.ObjectTerm(sni[:m]...)}
+		n++
+	}
+	return ast.ObjectTerm(kvs[:n]...), nil
+}
+
+func (b *InputBuilder) peer(p *authv3.AttributeContext_Peer) (*ast.Term, error) {
+	var kvs [5][2]*ast.Term
+	n := 0
+	if p.Address != nil {
+		t, err := b.address(p.Address)
+		if err != nil {
+			return nil, err
+		}
+		kvs[n] = [2]*ast.Term{keyAddress, t}
+		n++
+	}
+	if p.Service != "" {
+		kvs[n] = [2]*ast.Term{keyService, ast.StringTerm(p.Service)}
+		n++
+	}
+	if len(p.Labels) > 0 {
+		kvs[n] = [2]*ast.Term{keyLabels, stringMap(p.Labels)}
+		n++
+	}
+	if p.Principal != "" {
+		kvs[n] = [2]*ast.Term{keyPrincipal, ast.StringTerm(p.Principal)}
+		n++
+	}
+	if p.Certificate != "" {
+		kvs[n] = [2]*ast.Term{keyCertificate, ast.StringTerm(p.Certificate)}
+		n++
+	}
+	return ast.ObjectTerm(kvs[:n]...), nil
+}
+
+func (b *InputBuilder) address(a *corev3.Address) (*ast.Term, error) {
+	switch x := a.Address.(type) {
+	case nil:
+		return ast.ObjectTerm(), nil
+	case *corev3.Address_SocketAddress:
+		return ast.ObjectTerm([2]*ast.Term{keySocketAddress, b.socketAddress(x.SocketAddress)}), nil
+	default:
+		// Pipes and internal addresses: rare enough for reflection.
+		return messageTerm(a.ProtoReflect(), b.enc)
+	}
+}
+
+func (b *InputBuilder) socketAddress(s *corev3.SocketAddress) *ast.Term {
+	if s == nil {
+		return ast.ObjectTerm()
+	}
+	var kvs [6][2]*ast.Term
+	n := 0
+	if s.Protocol != 0 {
+		t := intTerm(int64(s.Protocol))
+		if b.enc == EncodingProtoJSON {
+			if name, ok := corev3.SocketAddress_Protocol_name[int32(s.Protocol)]; ok {
+				t = ast.StringTerm(name)
+			}
+		}
+		kvs[n] = [2]*ast.Term{keyProtocol, t}
+		n++
+	}
+	if s.Address != "" {
+		kvs[n] = [2]*ast.Term{keyAddress, ast.StringTerm(s.Address)}
+		n++
+	}
+	// A oneof member is present once chosen, even at its zero value.
+	switch ps := s.PortSpecifier.(type) {
+	case *corev3.SocketAddress_PortValue:
+		kvs[n] = [2]*ast.Term{keyPortValue, uintTerm(uint64(ps.PortValue))}
+		n++
+	case *corev3.SocketAddress_NamedPort:
+		kvs[n] = [2]*ast.Term{keyNamedPort, ast.StringTerm(ps.NamedPort)}
+		n++
+	}
+	if s.ResolverName != "" {
+		kvs[n] = [2]*ast.Term{keyResolverName, ast.StringTerm(s.ResolverName)}
+		n++
+	}
+	if s.Ipv4Compat {
+		kvs[n] = [2]*ast.Term{keyIPv4Compat, ast.InternedTerm(true)}
+		n++
+	}
+	if s.NetworkNamespaceFilepath != "" {
+		kvs[n] = [2]*ast.Term{keyNetworkNamespace, ast.StringTerm(s.NetworkNamespaceFilepath)}
+		n++
+	}
+	return ast.ObjectTerm(kvs[:n]...)
+}
+
+func (b *InputBuilder) request(r *authv3.AttributeContext_Request, ov *overrides) (*ast.Term, error) {
+	var kvs [2][2]*ast.Term
+	n := 0
+	if r.Time != nil {
+		t, err := timestampTerm(r.Time, b.enc)
+		if err != nil {
+			return nil, err
+		}
+		kvs[n] = [2]*ast.Term{keyTime, t}
+		n++
+	}
+	if r.Http != nil {
+		t, err := b.http(r.Http, ov)
+		if err != nil {
+			return nil, err
+		}
+		kvs[n] = [2]*ast.Term{keyHTTP, t}
+		n++
+	}
+	return ast.ObjectTerm(kvs[:n]...), nil
+}
+
+func (b *InputBuilder) http(h *authv3.AttributeContext_HttpRequest, ov *overrides) (*ast.Term, error) {
+	var kvs [13][2]*ast.Term
+	n := 0
+	str := func(k *ast.Term, v string) {
+		if v != "" {
+			kvs[n] = [2]*ast.Term{k, ast.StringTerm(v)}
+			n++
+		}
+	}
+	path := h.Path
+	if ov != nil && ov.setPath {
+		path = ov.path
+	}
+	str(keyID, h.Id)
+	str(keyMethod, h.Method)
+	if len(h.Headers) > 0 {
+		kvs[n] = [2]*ast.Term{keyHeaders, b.headers(h.Headers, ov)}
+		n++
+	}
+	if h.HeaderMap != nil {
+		t, err := b.headerMap(h.HeaderMap, ov)
+		if err != nil {
+			return nil, err
+		}
+		kvs[n] = [2]*ast.Term{keyHeaderMap, t}
+		n++
+	}
+	str(keyPath, path)
+	str(keyHost, h.Host)
+	str(keyScheme, h.Scheme)
+	str(keyQuery, h.Query)
+	str(keyFragment, h.Fragment)
+	if h.Size != 0 {
+		t := intTerm(h.Size)
+		if b.enc == EncodingProtoJSON {
+			t = ast.StringTerm(strconv.FormatInt(h.Size, 10))
+		}
+		kvs[n] = [2]*ast.Term{keySize, t}
+		n++
+	}
+	str(keyProtocol, h.Protocol)
+	str(keyBody, h.Body)
+	if len(h.RawBody) > 0 {
+		kvs[n] = [2]*ast.Term{keyRawBody, ast.StringTerm(base64.StdEncoding.EncodeToString(h.RawBody))}
+		n++
+	}
+	return ast.ObjectTerm(kvs[:n]...), nil
+}
+
+// headers is the hot spot of the conversion: one object of typically 10-20
+// entries. Terms are allocated in one block and the pairs on the stack.
+func (b *InputBuilder) headers(h map[string]string, ov *overrides) *ast.Term {
+	var stack [32][2]*ast.Term
+	kvs := stack[:0]
+	if b.keep != nil {
+		if len(b.keepList) < len(h) {
+			terms := make([]ast.Term, 0, 2*len(b.keepList))
+			for _, k := range b.keepList {
+				if v, ok := h[k]; ok {
+					kvs = appendPair(kvs, &terms, k, headerValue(k, v, ov))
+				}
+			}
+			return ast.ObjectTerm(kvs...)
+		}
+		terms := make([]ast.Term, 0, 2*len(h))
+		for k, v := range h {
+			if _, ok := b.keep[k]; ok {
+				kvs = appendPair(kvs, &terms, k, headerValue(k, v, ov))
+			}
+		}
+		return ast.ObjectTerm(kvs...)
+	}
+	terms := make([]ast.Term, 0, 2*len(h))
+	for k, v := range h {
+		kvs = appendPair(kvs, &terms, k, headerValue(k, v, ov))
+	}
+	return ast.ObjectTerm(kvs...)
+}
+
+// appendPair adds the pair k: v, its terms taken from the block *terms,
+// which has room (so its elements never move).
+func appendPair(kvs [][2]*ast.Term, terms *[]ast.Term, k, v string) [][2]*ast.Term {
+	t := *terms
+	i := len(t)
+	t = append(t, ast.Term{Value: ast.String(k)}, ast.Term{Value: ast.String(v)})
+	*terms = t
+	return append(kvs, [2]*ast.Term{&t[i], &t[i+1]})
+}
+
+func headerValue(k, v string, ov *overrides) string {
+	if ov != nil && ov.setPath && k == ":path" {
+		return ov.path
+	}
+	return v
+}
+
+// headerMap is what Envoy sends instead of headers when encode_raw_headers
+// is on. It is converted by reflection, with the same header filter and
+// :path override as headers.
+func (b *InputBuilder) headerMap(hm *corev3.HeaderMap, ov *overrides) (*ast.Term, error) {
+	if len(hm.Headers) == 0 {
+		return ast.ObjectTerm(), nil
+	}
+	elems := make([]*ast.Term, 0, len(hm.Headers))
+	for _, hv := range hm.Headers {
+		if b.keep != nil {
+			if _, ok := b.keep[hv.GetKey()]; !ok {
+				continue
+			}
+		}
+		if ov != nil && ov.setPath && hv.GetKey() == ":path" {
+			hv = pathHeaderValue(hv, ov.path)
+		}
+		t, err := messageTerm(hv.ProtoReflect(), b.enc)
+		if err != nil {
+			return nil, err
+		}
+		elems = append(elems, t)
+	}
+	if len(elems) == 0 {
+		return ast.ObjectTerm(), nil
+	}
+	return ast.ObjectTerm([2]*ast.Term{keyHeaders, ast.ArrayTerm(elems...)}), nil
+}
+
+// pathHeaderValue is hv with its value (or raw value, whichever Envoy
+// filled) replaced by path.
+func pathHeaderValue(hv *corev3.HeaderValue, path string) *corev3.HeaderValue {
+	out := &corev3.HeaderValue{Key: hv.GetKey()}
+	if len(hv.GetRawValue()) > 0 {
+		out.RawValue = []byte(path)
+	}
+	if hv.GetValue() != "" || len(hv.GetRawValue()) == 0 {
+		out.Value = path
+	}
+	return out
+}
+
+func (b *InputBuilder) metadata(m *corev3.Metadata) (*ast.Term, error) {
+	var kvs [2][2]*ast.Term
+	n := 0
+	if len(m.FilterMetadata) > 0 {
+		fm := make([][2]*ast.Term, 0, len(m.FilterMetadata))
+		for k, s := range m.FilterMetadata {
+			var t *ast.Term
+			if b.enc == EncodingProtoJSON {
+				var err error
+				if t, err = structTermProtoJSON(s); err != nil {
+					return nil, err
+				}
+			} else {
+				t = structTermPlugin(s)
+			}
+			fm = append(fm, [2]*ast.Term{ast.StringTerm(k), t})
+		}
+		kvs[n] = [2]*ast.Term{keyFilterMetadata, ast.ObjectTerm(fm...)}
+		n++
+	}
+	if len(m.TypedFilterMetadata) > 0 {
+		t, err := mapTerm(fdTypedFilterMetadata, m.ProtoReflect().Get(fdTypedFilterMetadata).Map(), b.enc)
+		if err != nil {
+			return nil, err
+		}
+		kvs[n] = [2]*ast.Term{keyTypedFilterMetadata, t}
+		n++
+	}
+	return ast.ObjectTerm(kvs[:n]...), nil
+}
+
+func stringMap(m map[string]string) *ast.Term {
+	var stack [16][2]*ast.Term
+	kvs := stack[:0]
+	terms := make([]ast.Term, 0, 2*len(m))
+	for k, v := range m {
+		kvs = appendPair(kvs, &terms, k, v)
+	}
+	return ast.ObjectTerm(kvs...)
+}
+
+// contextExtensions merges the request's extensions with the engine's;
+// the engine's win on a shared key.
+func contextExtensions(m map[string]string, ext []extEntry) *ast.Term {
+	if len(ext) == 0 {
+		return stringMap(m)
+	}
+	kvs := make([][2]*ast.Term, 0, len(m)+len(ext))
+	terms := make([]ast.Term, 0, 2*len(m))
+	for k, v := range m {
+		if !slices.ContainsFunc(ext, func(e extEntry) bool { return e.key == k }) {
+			kvs = appendPair(kvs, &terms, k, v)
+		}
+	}
+	for _, e := range ext {
+		kvs = append(kvs, e.term)
+	}
+	return ast.ObjectTerm(kvs...)
+}
+
+// parsePathAndQuery computes parsed_path and parsed_query as
+// opa-envoy-plugin v1.15.2-envoy does: the path before "?" percent-decoded
+// and split on "/" after its leading slashes; the query by url.ParseQuery,
+// whose errors (a bad escape, a semicolon) fail the request there too.
+func parsePathAndQuery(path string) (*ast.Term, *ast.Term, error) {
+	rawPath, rawQuery, _ := strings.Cut(path, "?")
+	decoded := rawPath
+	if strings.IndexByte(rawPath, '%') >= 0 {
+		var err error
+		if decoded, err = url.PathUnescape(rawPath); err != nil {
+			return nil, nil, err
+		}
+	}
+	decoded = strings.TrimLeft(decoded, "/")
+	nseg := strings.Count(decoded, "/") + 1
+	terms := make([]ast.Term, nseg)
+	elems := make([]*ast.Term, nseg)
+	for i := range nseg {
+		seg := decoded
+		if j := strings.IndexByte(decoded, '/'); j >= 0 {
+			seg, decoded = decoded[:j], decoded[j+1:]
+		}
+		terms[i].Value = ast.String(seg)
+		elems[i] = &terms[i]
+	}
+	parsedPath := ast.ArrayTerm(elems...)
+
+	if rawQuery == "" {
+		return parsedPath, ast.InternedEmptyObject, nil
+	}
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, nil, err
+	}
+	kvs := make([][2]*ast.Term, 0, len(q))
+	for k, vs := range q {
+		vals := make([]*ast.Term, len(vs))
+		for i, v := range vs {
+			vals[i] = ast.StringTerm(v)
+		}
+		kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k), ast.ArrayTerm(vals...)})
+	}
+	return parsedPath, ast.ObjectTerm(kvs...), nil
+}
+
+// errNoBoundary tells parseBody that a multipart body has no boundary,
+// which the plugin treats as no body rather than as an error.
+var errNoBoundary = errors.New("multipart body without boundary")
+
+// parseBody computes parsed_body and truncated_body as opa-envoy-plugin
+// v1.15.2-envoy does without a gRPC descriptor set (Garrison configures
+// none): JSON, urlencoded and multipart bodies by content type; a body
+// shorter than content-length, or one Envoy marked partial, is truncated
+// and not parsed. The parsed body goes through ast.InterfaceToValue like
+// the plugin's: it is JSON-shaped data already, and rare.
+func parseBody(headers map[string]string, body string, rawBody []byte) (*ast.Term, bool, error) {
+	if headers["x-envoy-auth-partial-body"] == "true" {
+		return ast.InternedNullTerm, true, nil
+	}
+	ct, ok := headers["content-type"]
+	if !ok {
+		return ast.InternedNullTerm, false, nil
+	}
+	var data any
+	switch {
+	case strings.Contains(ct, "application/json"):
+		if body == "" {
+			if len(rawBody) == 0 {
+				return ast.InternedNullTerm, false, nil
+			}
+			body = string(rawBody)
+		}
+		if truncated, err := bodyTruncated(headers, body); err != nil || truncated {
+			return ast.InternedNullTerm, truncated, err
+		}
+		if err := util.UnmarshalJSON([]byte(body), &data); err != nil {
+			return nil, false, err
+		}
+	case strings.Contains(ct, "application/grpc"):
+		return ast.InternedNullTerm, false, nil
+	case strings.Contains(ct, "application/x-www-form-urlencoded"):
+		payload := body
+		if payload == "" {
+			if len(rawBody) == 0 {
+				return ast.InternedNullTerm, false, nil
+			}
+			payload = string(rawBody)
+		}
+		if truncated, err := bodyTruncated(headers, payload); err != nil || truncated {
+			return ast.InternedNullTerm, truncated, err
+		}
+		form, err := url.ParseQuery(payload)
+		if err != nil {
+			return nil, false, err
+		}
+		data = map[string][]string(form)
+	case strings.Contains(ct, "multipart/form-data"):
+		payload := body
+		if payload == "" {
+			if len(rawBody) == 0 {
+				return ast.InternedNullTerm, false, nil
+			}
+			payload = string(rawBody)
+		}
+		if truncated, err := bodyTruncated(headers, payload); err != nil || truncated {
+			return ast.InternedNullTerm, truncated, err
+		}
+		form, err := parseMultipart(ct, payload)
+		if errors.Is(err, errNoBoundary) {
+			return ast.InternedNullTerm, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		data = form
+	default:
+		return ast.InternedNullTerm, false, nil
+	}
+	v, err := ast.InterfaceToValue(data)
+	if err != nil {
+		return nil, false, err
+	}
+	return ast.NewTerm(v), false, nil
+}
+
+// bodyTruncated compares content-length, when given, with what Envoy sent.
+func bodyTruncated(headers map[string]string, body string) (bool, error) {
+	cl, ok := headers["content-length"]
+	if !ok {
+		return false, nil
+	}
+	n, err := strconv.ParseInt(cl, 10, 64)
+	if err != nil {
+		return false, err
+	}
+	return n != -1 && n > int64(len(body)), nil
+}
+
+// parseMultipart collects the named parts of a multipart/form-data body:
+// JSON parts parsed, others as strings.
+func parseMultipart(contentType, payload string) (map[string][]any, error) {
+	_, params, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return nil, err
+	}
+	boundary, ok := params["boundary"]
+	if !ok {
+		return nil, errNoBoundary
+	}
+	values := map[string][]any{}
+	mr := multipart.NewReader(strings.NewReader(payload), boundary)
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			return values, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		name := p.FormName()
+		if name == "" {
+			continue
+		}
+		value, err := io.ReadAll(p)
+		if err != nil {
+			return nil, err
+		}
+		if strings.Contains(p.Header.Get("Content-Type"), "application/json") {
+			var v any
+			if err := util.UnmarshalJSON(value, &v); err != nil {
+				return nil, err
+			}
+			values[name] = append(values[name], v)
+		} else {
+			values[name] = append(values[name], string(value))
+		}
+	}
+}
