@@ -15,6 +15,12 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/garrison-mesh/garrison/cmd/internal/admin"
 )
 
@@ -128,6 +134,7 @@ func lastLine(s string) string {
 // serving is a garrison serve started by a test.
 type serving struct {
 	addr   string
+	authz  string
 	cancel context.CancelFunc
 	done   chan int
 }
@@ -141,10 +148,11 @@ func startServe(t *testing.T, configDir string) *serving {
 	s := &serving{cancel: cancel, done: make(chan int, 1)}
 	go func() {
 		s.done <- run(ctx, []string{"serve", "--config", configDir, "--data-dir", t.TempDir(),
-			"--monitoring-addr", "127.0.0.1:0", "--debounce", "20ms", "--log-format", "json"}, io.Discard, pw)
+			"--monitoring-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--debounce", "20ms", "--log-format", "json"}, io.Discard, pw)
 		pw.Close()
 	}()
-	s.addr = waitForLog(t, pr, "garrison serving", "monitoring")
+	line := waitForLog(t, pr, "garrison serving")
+	s.addr, s.authz = line["monitoring"].(string), line["authz"].(string)
 	t.Cleanup(func() {
 		cancel()
 		<-s.done
@@ -152,18 +160,18 @@ func startServe(t *testing.T, configDir string) *serving {
 	return s
 }
 
-// waitForLog reads JSON log lines until one has message msg, returns its
-// attribute attr, and keeps draining the pipe so the server never blocks.
-func waitForLog(t *testing.T, r io.Reader, msg, attr string) string {
+// waitForLog reads JSON log lines until one has message msg, returns it,
+// and keeps draining the pipe so the server never blocks.
+func waitForLog(t *testing.T, r io.Reader, msg string) map[string]any {
 	t.Helper()
-	found := make(chan string, 1)
+	found := make(chan map[string]any, 1)
 	go func() {
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			var line map[string]any
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == msg {
 				select {
-				case found <- line[attr].(string):
+				case found <- line:
 				default:
 				}
 			}
@@ -179,7 +187,7 @@ func waitForLog(t *testing.T, r io.Reader, msg, attr string) string {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("no %q log line", msg)
 	}
-	return ""
+	return nil
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -295,7 +303,8 @@ func TestStatusUnreachable(t *testing.T) {
 
 func TestServeRejectsMissingConfigDir(t *testing.T) {
 	t.Parallel()
-	code, _, errOut := runCLI(t, "serve", "--config", filepath.Join(t.TempDir(), "nope"), "--data-dir", t.TempDir(), "--monitoring-addr", "127.0.0.1:0")
+	code, _, errOut := runCLI(t, "serve", "--config", filepath.Join(t.TempDir(), "nope"), "--data-dir", t.TempDir(),
+		"--monitoring-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0")
 	if code != 1 || !strings.Contains(errOut, "--config") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -311,7 +320,8 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 	}
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "sa.yaml"), "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: a\n")
-	cmd := exec.Command(bin, "serve", "--config", dir, "--data-dir", t.TempDir(), "--monitoring-addr", "127.0.0.1:0", "--log-format", "json")
+	cmd := exec.Command(bin, "serve", "--config", dir, "--data-dir", t.TempDir(), "--monitoring-addr", "127.0.0.1:0",
+		"--authz-addr", "127.0.0.1:0", "--authz-socket", filepath.Join(t.TempDir(), "authz.sock"), "--log-format", "json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -320,7 +330,7 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	addr := waitForLog(t, stderr, "garrison serving", "monitoring")
+	addr := waitForLog(t, stderr, "garrison serving")["monitoring"].(string)
 	eventually(t, "readiness", func() bool { code, _ := get(t, "http://"+addr+"/readyz"); return code == 200 })
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -360,5 +370,47 @@ func TestValidateIstioInvalidDatasets(t *testing.T) {
 				t.Errorf("error does not name file, line, resource and field: %q", first)
 			}
 		})
+	}
+}
+
+// TestServeAuthzBookinfo asks the ext_authz server of a running garrison
+// serve, over real gRPC, the deck's questions about products-viewer.
+func TestServeAuthzBookinfo(t *testing.T) {
+	t.Parallel()
+	s := startServe(t, "../../deploy/examples/bookinfo")
+	eventually(t, "readiness", func() bool { code, _ := get(t, "http://"+s.addr+"/readyz"); return code == 200 })
+	conn, err := grpc.NewClient(s.authz, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	check := func(method, path string) *authv3.CheckResponse {
+		t.Helper()
+		resp, err := client.Check(t.Context(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Source: &authv3.AttributeContext_Peer{Principal: "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"},
+			Destination: &authv3.AttributeContext_Peer{Principal: "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+					Address: "10.0.0.5", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 9080}}}}},
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Method: method, Path: path, Host: "productpage:9080", Protocol: "HTTP/1.1",
+				Headers: map[string]string{":method": method, ":path": path, ":authority": "productpage:9080"}}},
+		}})
+		if err != nil {
+			t.Fatalf("Check %s %s: %v", method, path, err)
+		}
+		return resp
+	}
+	for _, m := range []string{"GET", "HEAD"} {
+		if resp := check(m, "/health"); codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+			t.Errorf("%s /health denied: %v %s", m, resp.GetStatus(), resp.GetDeniedResponse().GetBody())
+		}
+	}
+	resp := check("POST", "/health")
+	if codes.Code(resp.GetStatus().GetCode()) != codes.PermissionDenied || resp.GetDeniedResponse().GetStatus().GetCode() != 403 {
+		t.Fatalf("POST must be denied with 403: %v", resp)
+	}
+	if body := resp.GetDeniedResponse().GetBody(); !strings.Contains(body, "RBAC: access denied") {
+		t.Errorf("deny body: %q", body)
 	}
 }

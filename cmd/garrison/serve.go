@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,6 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
+	"github.com/garrison-mesh/garrison/authz/compile"
+	"github.com/garrison-mesh/garrison/authz/engine"
+	"github.com/garrison-mesh/garrison/authz/extauthz"
 	"github.com/garrison-mesh/garrison/cmd/internal/admin"
 	"github.com/garrison-mesh/garrison/policies"
 	"github.com/garrison-mesh/garrison/policies/source/file"
@@ -24,6 +28,11 @@ type serveFlags struct {
 	rootNamespace  string
 	domainSuffix   string
 	debounce       time.Duration
+	trustDomain    string
+	authzAddr      string
+	authzSocket    string
+	decisionLog    string
+	denyDetails    bool
 }
 
 func newServeCommand(logs *logFlags) *cobra.Command {
@@ -52,6 +61,11 @@ func newServeCommand(logs *logFlags) *cobra.Command {
 	fl.StringVar(&f.rootNamespace, "root-namespace", policies.DefaultRootNamespace, "namespace whose policies apply mesh-wide")
 	fl.StringVar(&f.domainSuffix, "domain-suffix", policies.DefaultDomainSuffix, "DNS suffix that completes short service names")
 	fl.DurationVar(&f.debounce, "debounce", 100*time.Millisecond, "quiet time after a file change before the configuration is rebuilt")
+	fl.StringVar(&f.trustDomain, "trust-domain", "cluster.local", "the mesh's SPIFFE trust domain")
+	fl.StringVar(&f.authzAddr, "authz-addr", extauthz.DefaultTCPAddr, "address of the ext_authz gRPC server (envoy.service.auth.v3.Authorization)")
+	fl.StringVar(&f.authzSocket, "authz-socket", "", "also serve ext_authz on this Unix socket, for an Envoy on the same machine")
+	fl.StringVar(&f.decisionLog, "decision-log", "", "write one JSON line per authorization decision to this file (- for standard output); empty: off")
+	fl.BoolVar(&f.denyDetails, "deny-details", true, "name the deciding policy and rule in deny responses")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
@@ -81,22 +95,55 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)
 	}
+	eng, err := engine.New(engine.Config{
+		Store: store,
+		Compile: func(snap *policies.Snapshot) (*compile.Result, error) {
+			return compile.Compile(snap, compile.Options{TrustDomain: f.trustDomain, DenyBodyDetails: f.denyDetails})
+		},
+		Logger:      log.With("component", "authz"),
+		Metrics:     reg,
+		TrustDomain: f.trustDomain,
+	})
+	if err != nil {
+		return err
+	}
+	decisionLog, closeLog, err := openDecisionLog(f.decisionLog)
+	if err != nil {
+		return fmt.Errorf("--decision-log: %w", err)
+	}
+	defer closeLog()
+	authz, err := extauthz.New(extauthz.Config{
+		Decider:         eng,
+		Logger:          log.With("component", "ext_authz"),
+		Metrics:         reg,
+		DecisionLog:     decisionLog,
+		DenyBodyDetails: f.denyDetails,
+	})
+	if err != nil {
+		return err
+	}
+	authzEndpoint, err := authz.Listen(extauthz.ListenConfig{TCPAddr: f.authzAddr, UnixSocket: f.authzSocket})
+	if err != nil {
+		return fmt.Errorf("--authz-addr/--authz-socket: %w", err)
+	}
 	mon, err := admin.New(admin.Config{
-		Addr:      f.monitoringAddr,
-		Snapshots: store,
-		Status:    func() any { return src.Status() },
-		Gatherer:  reg,
-		Logger:    log.With("component", "monitoring"),
-		Version:   version,
+		Addr:       f.monitoringAddr,
+		Snapshots:  store,
+		Status:     func() any { return src.Status() },
+		Gatherer:   reg,
+		Logger:     log.With("component", "monitoring"),
+		Version:    version,
+		Components: map[string]admin.Component{"authz": eng},
 	})
 	if err != nil {
 		return fmt.Errorf("--monitoring-addr: %w", err)
 	}
-	log.Info("garrison serving", "version", version, "config", f.configDir, "monitoring", mon.Addr())
+	log.Info("garrison serving", "version", version, "config", f.configDir, "monitoring", mon.Addr(),
+		"authz", authzEndpoint.TCPAddr().String(), "authz_socket", authzEndpoint.UnixSocket())
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	parts := []func(context.Context) error{src.Run, mon.Serve}
+	parts := []func(context.Context) error{src.Run, eng.Run, authzEndpoint.Serve, mon.Serve}
 	errc := make(chan error, len(parts))
 	for _, run := range parts {
 		go func() { errc <- run(ctx) }()
@@ -115,6 +162,22 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	}
 	log.Info("garrison stopped")
 	return nil
+}
+
+// openDecisionLog opens the decision log destination: "" is off, "-" is
+// standard output, anything else a file appended to.
+func openDecisionLog(path string) (io.Writer, func(), error) {
+	switch path {
+	case "":
+		return nil, func() {}, nil
+	case "-":
+		return os.Stdout, func() {}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { _ = f.Close() }, nil
 }
 
 func buildInfo() prometheus.Collector {

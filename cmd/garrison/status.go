@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -99,6 +101,17 @@ func printStatus(w io.Writer, rep *admin.StatusReport, src *file.Status) error {
 		p("garrison %s: NOT READY (no configuration loaded yet)\n", rep.Version)
 	} else {
 		p("garrison %s: serving snapshot %d (%d resources)\n", rep.Version, rep.SnapshotVersion, rep.Resources)
+	}
+	for _, name := range slices.Sorted(maps.Keys(rep.Components)) {
+		c := rep.Components[name]
+		switch {
+		case !c.Ready:
+			p("%s: NOT READY\n", name)
+		case c.Version != rep.SnapshotVersion:
+			p("%s: serving snapshot %d (snapshot %d did not compile or is being compiled)\n", name, c.Version, rep.SnapshotVersion)
+		default:
+			p("%s: serving snapshot %d\n", name, c.Version)
+		}
 	}
 	if src.Dir != "" {
 		p("config %s: %d files, last reload %s, last success %s\n", src.Dir, src.Files, when(src.LastAttempt), when(src.LastSuccess))

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +41,18 @@ type Config struct {
 	Logger   *slog.Logger
 	// Version is reported by /debug/status.
 	Version string
+	// Components are the planes serving from the configuration (authz,
+	// ...): /readyz waits for every one of them, and /debug/status reports
+	// the policy version each one serves.
+	Components map[string]Component
+}
+
+// Component is a plane that becomes ready once it has built its first
+// policy set from a snapshot.
+type Component interface {
+	Ready() bool
+	// Version is the snapshot version the component serves.
+	Version() uint64
 }
 
 // Server is the monitoring HTTP server.
@@ -116,6 +129,17 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "no configuration loaded yet", http.StatusServiceUnavailable)
 		return
 	}
+	var waiting []string
+	for name, c := range s.cfg.Components {
+		if !c.Ready() {
+			waiting = append(waiting, name)
+		}
+	}
+	if len(waiting) > 0 {
+		slices.Sort(waiting)
+		http.Error(w, "not ready: "+strings.Join(waiting, ", "), http.StatusServiceUnavailable)
+		return
+	}
 	_, _ = w.Write([]byte("ok\n"))
 }
 
@@ -158,12 +182,30 @@ type StatusReport struct {
 	SnapshotVersion uint64          `json:"snapshotVersion"`
 	Resources       int             `json:"resources"`
 	Source          json.RawMessage `json:"source,omitempty"`
+	// Components maps each plane to whether it is ready and the snapshot
+	// version it serves (it lags SnapshotVersion while it rebuilds, and
+	// stays behind when a snapshot fails to compile).
+	Components map[string]ComponentStatus `json:"components,omitempty"`
+}
+
+// ComponentStatus is one plane's state in a StatusReport.
+type ComponentStatus struct {
+	Ready   bool   `json:"ready"`
+	Version uint64 `json:"version"`
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	rep := StatusReport{Version: s.cfg.Version}
 	if snap := s.cfg.Snapshots.Current(); snap != nil {
 		rep.Ready, rep.SnapshotVersion, rep.Resources = true, snap.Version(), snap.Len()
+	}
+	if len(s.cfg.Components) > 0 {
+		rep.Components = map[string]ComponentStatus{}
+		for name, c := range s.cfg.Components {
+			ready := c.Ready()
+			rep.Components[name] = ComponentStatus{Ready: ready, Version: c.Version()}
+			rep.Ready = rep.Ready && ready
+		}
 	}
 	if st := s.cfg.Status(); st != nil {
 		raw, err := json.Marshal(st)
