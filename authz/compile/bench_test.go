@@ -128,7 +128,7 @@ func BenchmarkDecide(b *testing.B) {
 				b.Fatal(err)
 			}
 			opts := []func(*rego.Rego){rego.Query(Query), rego.SetRegoVersion(ast.RegoV1)}
-			for path, src := range res.Modules {
+			for path, src := range res.Merged() {
 				opts = append(opts, rego.Module(path, src))
 			}
 			start := time.Now()

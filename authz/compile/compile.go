@@ -7,6 +7,10 @@
 // destination workload (namespace, then selector labels), so that OPA's rule
 // indexer evaluates only the rules of the policies that apply to a request:
 // the cost of a decision does not grow with the number of policies.
+//
+// Result.Modules holds one module per resource (the bundle layout); OPA
+// should be given Result.Merged(), the same rules in a few modules, because
+// OPA's compiler costs modules x rules within a package (see Merged).
 package compile
 
 import (
@@ -51,7 +55,8 @@ const Query = "data.garrison.authz.decision"
 
 // Result is a compiled policy set: everything an OPA needs to decide.
 type Result struct {
-	// Modules maps bundle paths (garrison/authz/library.rego, ...) to Rego source.
+	// Modules maps bundle paths (garrison/authz/library.rego, ...) to Rego
+	// source, one module per resource. Load Merged() into OPA.
 	Modules map[string]string
 	// Data is the base document the modules read, rooted at data.
 	Data map[string]any

@@ -185,12 +185,12 @@ func parseSnapshot(t testing.TB, file string, data []byte) *policies.Snapshot {
 	return snap
 }
 
-// compileModules parses and compiles res's modules as `opa check --strict`
-// does, failing the test on any error.
-func compileModules(t testing.TB, res *Result) map[string]*ast.Module {
+// compileModules parses and compiles modules as `opa check --strict` does,
+// failing the test on any error.
+func compileModules(t testing.TB, modules map[string]string) map[string]*ast.Module {
 	t.Helper()
 	mods := map[string]*ast.Module{}
-	for path, src := range res.Modules {
+	for path, src := range modules {
 		m, err := ast.ParseModuleWithOpts(path, src, ast.ParserOptions{RegoVersion: ast.RegoV1})
 		if err != nil {
 			t.Fatalf("parse %s: %v\n%s", path, err, src)
@@ -209,17 +209,24 @@ type evaluator struct {
 	query rego.PreparedEvalQuery
 }
 
+// newEvaluator prepares the decision over res's merged modules (what the
+// engine loads), after checking its modules one per resource in strict mode.
 func newEvaluator(t testing.TB, res *Result) *evaluator {
 	t.Helper()
-	compileModules(t, res)
+	compileModules(t, res.Modules)
+	return newEvaluatorFor(t, res.Merged(), res.Data)
+}
+
+func newEvaluatorFor(t testing.TB, modules map[string]string, data map[string]any) *evaluator {
+	t.Helper()
 	opts := []func(*rego.Rego){
 		rego.Query(Query),
-		rego.Store(inmem.NewFromObject(res.Data)),
+		rego.Store(inmem.NewFromObject(data)),
 		rego.SetRegoVersion(ast.RegoV1),
 		rego.StrictBuiltinErrors(true),
 	}
-	for _, path := range slices.Sorted(maps.Keys(res.Modules)) {
-		opts = append(opts, rego.Module(path, res.Modules[path]))
+	for _, path := range slices.Sorted(maps.Keys(modules)) {
+		opts = append(opts, rego.Module(path, modules[path]))
 	}
 	q, err := rego.New(opts...).PrepareForEval(context.Background())
 	if err != nil {

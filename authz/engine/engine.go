@@ -272,9 +272,12 @@ func (e *Engine) prepare(ctx context.Context, res *compile.Result, snap *policie
 	if res == nil {
 		return nil, errors.New("engine: no compile result")
 	}
-	modules := make(map[string]*ast.Module, len(res.Modules))
-	for _, name := range slices.Sorted(maps.Keys(res.Modules)) {
-		m, err := ast.ParseModuleWithOpts(name, res.Modules[name], ast.ParserOptions{RegoVersion: ast.RegoV1})
+	// One module per policy in one package costs OPA's compiler modules x
+	// rules (CONTRACT.md C1b); the merged form holds the same rules.
+	sources := res.Merged()
+	modules := make(map[string]*ast.Module, len(sources))
+	for _, name := range slices.Sorted(maps.Keys(sources)) {
+		m, err := ast.ParseModuleWithOpts(name, sources[name], ast.ParserOptions{RegoVersion: ast.RegoV1})
 		if err != nil {
 			return nil, fmt.Errorf("engine: %w", err)
 		}
@@ -340,6 +343,10 @@ func (e *Engine) Version() uint64 {
 // callers must deny. A rejected path or a request opa-envoy-plugin could
 // not build an input for is a 400 decision, not an error.
 func (e *Engine) Decide(ctx context.Context, req *authv3.CheckRequest) (*Decision, error) {
+	// OPA notices a cancelled context only while it evaluates, not before.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	ps := e.live.Load()
 	if ps == nil {
 		return nil, ErrNotReady

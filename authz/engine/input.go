@@ -180,11 +180,12 @@ var (
 var fdTypedFilterMetadata = (&corev3.Metadata{}).ProtoReflect().Descriptor().Fields().ByName("typed_filter_metadata")
 
 func (b *InputBuilder) build(req *authv3.CheckRequest, ov *overrides) (ast.Value, error) {
+	a := &arena{}
 	var kvs [7][2]*ast.Term
 	n := 0
 	attrs := req.GetAttributes()
 	if attrs != nil {
-		t, err := b.attributes(attrs, ov)
+		t, err := b.attributes(a, attrs, ov)
 		if err != nil {
 			return nil, err
 		}
@@ -197,7 +198,7 @@ func (b *InputBuilder) build(req *authv3.CheckRequest, ov *overrides) (ast.Value
 	if ov != nil && ov.setPath && httpReq != nil {
 		path = ov.path
 	}
-	parsedPath, parsedQuery, err := parsePathAndQuery(path)
+	parsedPath, parsedQuery, err := parsePathAndQuery(a, path)
 	if err != nil {
 		return nil, err
 	}
@@ -213,33 +214,33 @@ func (b *InputBuilder) build(req *authv3.CheckRequest, ov *overrides) (ast.Value
 	n += 5
 	if b.enc == EncodingPlugin {
 		if p := attrs.GetSource().GetPrincipal(); p != "" {
-			kvs[n] = [2]*ast.Term{keySourcePrincipal, ast.StringTerm(p)}
+			kvs[n] = [2]*ast.Term{keySourcePrincipal, a.str(p)}
 			n++
 		}
 	}
 	return ast.NewObject(kvs[:n]...), nil
 }
 
-func (b *InputBuilder) attributes(a *authv3.AttributeContext, ov *overrides) (*ast.Term, error) {
+func (b *InputBuilder) attributes(a *arena, ac *authv3.AttributeContext, ov *overrides) (*ast.Term, error) {
 	var kvs [7][2]*ast.Term
 	n := 0
 	var err error
-	if a.Source != nil {
-		if kvs[n][1], err = b.peer(a.Source); err != nil {
+	if ac.Source != nil {
+		if kvs[n][1], err = b.peer(a, ac.Source); err != nil {
 			return nil, err
 		}
 		kvs[n][0] = keySource
 		n++
 	}
-	if a.Destination != nil {
-		if kvs[n][1], err = b.peer(a.Destination); err != nil {
+	if ac.Destination != nil {
+		if kvs[n][1], err = b.peer(a, ac.Destination); err != nil {
 			return nil, err
 		}
 		kvs[n][0] = keyDestination
 		n++
 	}
-	if a.Request != nil {
-		if kvs[n][1], err = b.request(a.Request, ov); err != nil {
+	if ac.Request != nil {
+		if kvs[n][1], err = b.request(a, ac.Request, ov); err != nil {
 			return nil, err
 		}
 		kvs[n][0] = keyRequest
@@ -249,42 +250,42 @@ func (b *InputBuilder) attributes(a *authv3.AttributeContext, ov *overrides) (*a
 	if ov != nil {
 		ext = ov.ext
 	}
-	if len(a.ContextExtensions) > 0 || len(ext) > 0 {
-		kvs[n] = [2]*ast.Term{keyContextExtensions, contextExtensions(a.ContextExtensions, ext)}
+	if len(ac.ContextExtensions) > 0 || len(ext) > 0 {
+		kvs[n] = [2]*ast.Term{keyContextExtensions, contextExtensions(a, ac.ContextExtensions, ext)}
 		n++
 	}
-	if a.MetadataContext != nil {
-		if kvs[n][1], err = b.metadata(a.MetadataContext); err != nil {
+	if ac.MetadataContext != nil {
+		if kvs[n][1], err = b.metadata(a, ac.MetadataContext); err != nil {
 			return nil, err
 		}
 		kvs[n][0] = keyMetadataContext
 		n++
 	}
-	if a.RouteMetadataContext != nil {
-		if kvs[n][1], err = b.metadata(a.RouteMetadataContext); err != nil {
+	if ac.RouteMetadataContext != nil {
+		if kvs[n][1], err = b.metadata(a, ac.RouteMetadataContext); err != nil {
 			return nil, err
 		}
 		kvs[n][0] = keyRouteMetadataContext
 		n++
 	}
-	if a.TlsSession != nil {
+	if ac.TlsSession != nil {
 		var sni [1][2]*ast.Term
 		m := 0
-		if a.TlsSession.Sni != "" {
-			sni[0] = [2]*ast.Term{keySNI, ast.StringTerm(a.TlsSession.Sni)}
+		if ac.TlsSession.Sni != "" {
+			sni[0] = [2]*ast.Term{keySNI, a.str(ac.TlsSession.Sni)}
 			m++
 		}
-		kvs[n] = [2]*ast.Term{keyTLSSession, ast.ObjectTerm(sni[:m]...)}
+		kvs[n] = [2]*ast.Term{keyTLSSession, a.object(sni[:m]...)}
 		n++
 	}
-	return ast.ObjectTerm(kvs[:n]...), nil
+	return a.object(kvs[:n]...), nil
 }
 
-func (b *InputBuilder) peer(p *authv3.AttributeContext_Peer) (*ast.Term, error) {
+func (b *InputBuilder) peer(a *arena, p *authv3.AttributeContext_Peer) (*ast.Term, error) {
 	var kvs [5][2]*ast.Term
 	n := 0
 	if p.Address != nil {
-		t, err := b.address(p.Address)
+		t, err := b.address(a, p.Address)
 		if err != nil {
 			return nil, err
 		}
@@ -292,39 +293,39 @@ func (b *InputBuilder) peer(p *authv3.AttributeContext_Peer) (*ast.Term, error) 
 		n++
 	}
 	if p.Service != "" {
-		kvs[n] = [2]*ast.Term{keyService, ast.StringTerm(p.Service)}
+		kvs[n] = [2]*ast.Term{keyService, a.str(p.Service)}
 		n++
 	}
 	if len(p.Labels) > 0 {
-		kvs[n] = [2]*ast.Term{keyLabels, stringMap(p.Labels)}
+		kvs[n] = [2]*ast.Term{keyLabels, stringMap(a, p.Labels)}
 		n++
 	}
 	if p.Principal != "" {
-		kvs[n] = [2]*ast.Term{keyPrincipal, ast.StringTerm(p.Principal)}
+		kvs[n] = [2]*ast.Term{keyPrincipal, a.str(p.Principal)}
 		n++
 	}
 	if p.Certificate != "" {
-		kvs[n] = [2]*ast.Term{keyCertificate, ast.StringTerm(p.Certificate)}
+		kvs[n] = [2]*ast.Term{keyCertificate, a.str(p.Certificate)}
 		n++
 	}
-	return ast.ObjectTerm(kvs[:n]...), nil
+	return a.object(kvs[:n]...), nil
 }
 
-func (b *InputBuilder) address(a *corev3.Address) (*ast.Term, error) {
-	switch x := a.Address.(type) {
+func (b *InputBuilder) address(a *arena, addr *corev3.Address) (*ast.Term, error) {
+	switch x := addr.Address.(type) {
 	case nil:
-		return ast.ObjectTerm(), nil
+		return ast.InternedEmptyObject, nil
 	case *corev3.Address_SocketAddress:
-		return ast.ObjectTerm([2]*ast.Term{keySocketAddress, b.socketAddress(x.SocketAddress)}), nil
+		return a.object([2]*ast.Term{keySocketAddress, b.socketAddress(a, x.SocketAddress)}), nil
 	default:
 		// Pipes and internal addresses: rare enough for reflection.
-		return messageTerm(a.ProtoReflect(), b.enc)
+		return messageTerm(addr.ProtoReflect(), b.enc)
 	}
 }
 
-func (b *InputBuilder) socketAddress(s *corev3.SocketAddress) *ast.Term {
+func (b *InputBuilder) socketAddress(a *arena, s *corev3.SocketAddress) *ast.Term {
 	if s == nil {
-		return ast.ObjectTerm()
+		return ast.InternedEmptyObject
 	}
 	var kvs [6][2]*ast.Term
 	n := 0
@@ -332,27 +333,27 @@ func (b *InputBuilder) socketAddress(s *corev3.SocketAddress) *ast.Term {
 		t := intTerm(int64(s.Protocol))
 		if b.enc == EncodingProtoJSON {
 			if name, ok := corev3.SocketAddress_Protocol_name[int32(s.Protocol)]; ok {
-				t = ast.StringTerm(name)
+				t = a.str(name)
 			}
 		}
 		kvs[n] = [2]*ast.Term{keyProtocol, t}
 		n++
 	}
 	if s.Address != "" {
-		kvs[n] = [2]*ast.Term{keyAddress, ast.StringTerm(s.Address)}
+		kvs[n] = [2]*ast.Term{keyAddress, a.str(s.Address)}
 		n++
 	}
 	// A oneof member is present once chosen, even at its zero value.
 	switch ps := s.PortSpecifier.(type) {
 	case *corev3.SocketAddress_PortValue:
-		kvs[n] = [2]*ast.Term{keyPortValue, uintTerm(uint64(ps.PortValue))}
+		kvs[n] = [2]*ast.Term{keyPortValue, a.uint(uint64(ps.PortValue))}
 		n++
 	case *corev3.SocketAddress_NamedPort:
-		kvs[n] = [2]*ast.Term{keyNamedPort, ast.StringTerm(ps.NamedPort)}
+		kvs[n] = [2]*ast.Term{keyNamedPort, a.str(ps.NamedPort)}
 		n++
 	}
 	if s.ResolverName != "" {
-		kvs[n] = [2]*ast.Term{keyResolverName, ast.StringTerm(s.ResolverName)}
+		kvs[n] = [2]*ast.Term{keyResolverName, a.str(s.ResolverName)}
 		n++
 	}
 	if s.Ipv4Compat {
@@ -360,17 +361,17 @@ func (b *InputBuilder) socketAddress(s *corev3.SocketAddress) *ast.Term {
 		n++
 	}
 	if s.NetworkNamespaceFilepath != "" {
-		kvs[n] = [2]*ast.Term{keyNetworkNamespace, ast.StringTerm(s.NetworkNamespaceFilepath)}
+		kvs[n] = [2]*ast.Term{keyNetworkNamespace, a.str(s.NetworkNamespaceFilepath)}
 		n++
 	}
-	return ast.ObjectTerm(kvs[:n]...)
+	return a.object(kvs[:n]...)
 }
 
-func (b *InputBuilder) request(r *authv3.AttributeContext_Request, ov *overrides) (*ast.Term, error) {
+func (b *InputBuilder) request(a *arena, r *authv3.AttributeContext_Request, ov *overrides) (*ast.Term, error) {
 	var kvs [2][2]*ast.Term
 	n := 0
 	if r.Time != nil {
-		t, err := timestampTerm(r.Time, b.enc)
+		t, err := timestampTerm(a, r.Time, b.enc)
 		if err != nil {
 			return nil, err
 		}
@@ -378,22 +379,22 @@ func (b *InputBuilder) request(r *authv3.AttributeContext_Request, ov *overrides
 		n++
 	}
 	if r.Http != nil {
-		t, err := b.http(r.Http, ov)
+		t, err := b.http(a, r.Http, ov)
 		if err != nil {
 			return nil, err
 		}
 		kvs[n] = [2]*ast.Term{keyHTTP, t}
 		n++
 	}
-	return ast.ObjectTerm(kvs[:n]...), nil
+	return a.object(kvs[:n]...), nil
 }
 
-func (b *InputBuilder) http(h *authv3.AttributeContext_HttpRequest, ov *overrides) (*ast.Term, error) {
+func (b *InputBuilder) http(a *arena, h *authv3.AttributeContext_HttpRequest, ov *overrides) (*ast.Term, error) {
 	var kvs [13][2]*ast.Term
 	n := 0
 	str := func(k *ast.Term, v string) {
 		if v != "" {
-			kvs[n] = [2]*ast.Term{k, ast.StringTerm(v)}
+			kvs[n] = [2]*ast.Term{k, a.str(v)}
 			n++
 		}
 	}
@@ -404,7 +405,7 @@ func (b *InputBuilder) http(h *authv3.AttributeContext_HttpRequest, ov *override
 	str(keyID, h.Id)
 	str(keyMethod, h.Method)
 	if len(h.Headers) > 0 {
-		kvs[n] = [2]*ast.Term{keyHeaders, b.headers(h.Headers, ov)}
+		kvs[n] = [2]*ast.Term{keyHeaders, b.headers(a, h.Headers, ov)}
 		n++
 	}
 	if h.HeaderMap != nil {
@@ -421,9 +422,11 @@ func (b *InputBuilder) http(h *authv3.AttributeContext_HttpRequest, ov *override
 	str(keyQuery, h.Query)
 	str(keyFragment, h.Fragment)
 	if h.Size != 0 {
-		t := intTerm(h.Size)
+		var t *ast.Term
 		if b.enc == EncodingProtoJSON {
-			t = ast.StringTerm(strconv.FormatInt(h.Size, 10))
+			t = a.str(strconv.FormatInt(h.Size, 10))
+		} else {
+			t = a.int(h.Size)
 		}
 		kvs[n] = [2]*ast.Term{keySize, t}
 		n++
@@ -431,50 +434,36 @@ func (b *InputBuilder) http(h *authv3.AttributeContext_HttpRequest, ov *override
 	str(keyProtocol, h.Protocol)
 	str(keyBody, h.Body)
 	if len(h.RawBody) > 0 {
-		kvs[n] = [2]*ast.Term{keyRawBody, ast.StringTerm(base64.StdEncoding.EncodeToString(h.RawBody))}
+		kvs[n] = [2]*ast.Term{keyRawBody, a.str(base64.StdEncoding.EncodeToString(h.RawBody))}
 		n++
 	}
-	return ast.ObjectTerm(kvs[:n]...), nil
+	return a.object(kvs[:n]...), nil
 }
 
 // headers is the hot spot of the conversion: one object of typically 10-20
-// entries. Terms are allocated in one block and the pairs on the stack.
-func (b *InputBuilder) headers(h map[string]string, ov *overrides) *ast.Term {
+// entries, its pairs on the stack.
+func (b *InputBuilder) headers(a *arena, h map[string]string, ov *overrides) *ast.Term {
 	var stack [32][2]*ast.Term
 	kvs := stack[:0]
-	if b.keep != nil {
-		if len(b.keepList) < len(h) {
-			terms := make([]ast.Term, 0, 2*len(b.keepList))
-			for _, k := range b.keepList {
-				if v, ok := h[k]; ok {
-					kvs = appendPair(kvs, &terms, k, headerValue(k, v, ov))
-				}
-			}
-			return ast.ObjectTerm(kvs...)
+	switch {
+	case b.keep == nil:
+		for k, v := range h {
+			kvs = append(kvs, [2]*ast.Term{a.str(k), a.str(headerValue(k, v, ov))})
 		}
-		terms := make([]ast.Term, 0, 2*len(h))
+	case len(b.keepList) < len(h):
+		for _, k := range b.keepList {
+			if v, ok := h[k]; ok {
+				kvs = append(kvs, [2]*ast.Term{a.str(k), a.str(headerValue(k, v, ov))})
+			}
+		}
+	default:
 		for k, v := range h {
 			if _, ok := b.keep[k]; ok {
-				kvs = appendPair(kvs, &terms, k, headerValue(k, v, ov))
+				kvs = append(kvs, [2]*ast.Term{a.str(k), a.str(headerValue(k, v, ov))})
 			}
 		}
-		return ast.ObjectTerm(kvs...)
 	}
-	terms := make([]ast.Term, 0, 2*len(h))
-	for k, v := range h {
-		kvs = appendPair(kvs, &terms, k, headerValue(k, v, ov))
-	}
-	return ast.ObjectTerm(kvs...)
-}
-
-// appendPair adds the pair k: v, its terms taken from the block *terms,
-// which has room (so its elements never move).
-func appendPair(kvs [][2]*ast.Term, terms *[]ast.Term, k, v string) [][2]*ast.Term {
-	t := *terms
-	i := len(t)
-	t = append(t, ast.Term{Value: ast.String(k)}, ast.Term{Value: ast.String(v)})
-	*terms = t
-	return append(kvs, [2]*ast.Term{&t[i], &t[i+1]})
+	return a.object(kvs...)
 }
 
 func headerValue(k, v string, ov *overrides) string {
@@ -488,9 +477,6 @@ func headerValue(k, v string, ov *overrides) string {
 // is on. It is converted by reflection, with the same header filter and
 // :path override as headers.
 func (b *InputBuilder) headerMap(hm *corev3.HeaderMap, ov *overrides) (*ast.Term, error) {
-	if len(hm.Headers) == 0 {
-		return ast.ObjectTerm(), nil
-	}
 	elems := make([]*ast.Term, 0, len(hm.Headers))
 	for _, hv := range hm.Headers {
 		if b.keep != nil {
@@ -526,24 +512,25 @@ func pathHeaderValue(hv *corev3.HeaderValue, path string) *corev3.HeaderValue {
 	return out
 }
 
-func (b *InputBuilder) metadata(m *corev3.Metadata) (*ast.Term, error) {
+func (b *InputBuilder) metadata(a *arena, m *corev3.Metadata) (*ast.Term, error) {
 	var kvs [2][2]*ast.Term
 	n := 0
 	if len(m.FilterMetadata) > 0 {
-		fm := make([][2]*ast.Term, 0, len(m.FilterMetadata))
+		var stack [8][2]*ast.Term
+		fm := stack[:0]
 		for k, s := range m.FilterMetadata {
 			var t *ast.Term
 			if b.enc == EncodingProtoJSON {
 				var err error
-				if t, err = structTermProtoJSON(s); err != nil {
+				if t, err = structTermProtoJSON(a, s); err != nil {
 					return nil, err
 				}
 			} else {
-				t = structTermPlugin(s)
+				t = structTermPlugin(a, s)
 			}
-			fm = append(fm, [2]*ast.Term{ast.StringTerm(k), t})
+			fm = append(fm, [2]*ast.Term{a.str(k), t})
 		}
-		kvs[n] = [2]*ast.Term{keyFilterMetadata, ast.ObjectTerm(fm...)}
+		kvs[n] = [2]*ast.Term{keyFilterMetadata, a.object(fm...)}
 		n++
 	}
 	if len(m.TypedFilterMetadata) > 0 {
@@ -554,43 +541,42 @@ func (b *InputBuilder) metadata(m *corev3.Metadata) (*ast.Term, error) {
 		kvs[n] = [2]*ast.Term{keyTypedFilterMetadata, t}
 		n++
 	}
-	return ast.ObjectTerm(kvs[:n]...), nil
+	return a.object(kvs[:n]...), nil
 }
 
-func stringMap(m map[string]string) *ast.Term {
+func stringMap(a *arena, m map[string]string) *ast.Term {
 	var stack [16][2]*ast.Term
 	kvs := stack[:0]
-	terms := make([]ast.Term, 0, 2*len(m))
 	for k, v := range m {
-		kvs = appendPair(kvs, &terms, k, v)
+		kvs = append(kvs, [2]*ast.Term{a.str(k), a.str(v)})
 	}
-	return ast.ObjectTerm(kvs...)
+	return a.object(kvs...)
 }
 
 // contextExtensions merges the request's extensions with the engine's;
 // the engine's win on a shared key.
-func contextExtensions(m map[string]string, ext []extEntry) *ast.Term {
+func contextExtensions(a *arena, m map[string]string, ext []extEntry) *ast.Term {
 	if len(ext) == 0 {
-		return stringMap(m)
+		return stringMap(a, m)
 	}
-	kvs := make([][2]*ast.Term, 0, len(m)+len(ext))
-	terms := make([]ast.Term, 0, 2*len(m))
+	var stack [16][2]*ast.Term
+	kvs := stack[:0]
 	for k, v := range m {
 		if !slices.ContainsFunc(ext, func(e extEntry) bool { return e.key == k }) {
-			kvs = appendPair(kvs, &terms, k, v)
+			kvs = append(kvs, [2]*ast.Term{a.str(k), a.str(v)})
 		}
 	}
 	for _, e := range ext {
 		kvs = append(kvs, e.term)
 	}
-	return ast.ObjectTerm(kvs...)
+	return a.object(kvs...)
 }
 
 // parsePathAndQuery computes parsed_path and parsed_query as
 // opa-envoy-plugin v1.15.2-envoy does: the path before "?" percent-decoded
 // and split on "/" after its leading slashes; the query by url.ParseQuery,
 // whose errors (a bad escape, a semicolon) fail the request there too.
-func parsePathAndQuery(path string) (*ast.Term, *ast.Term, error) {
+func parsePathAndQuery(a *arena, path string) (*ast.Term, *ast.Term, error) {
 	rawPath, rawQuery, _ := strings.Cut(path, "?")
 	decoded := rawPath
 	if strings.IndexByte(rawPath, '%') >= 0 {
@@ -600,18 +586,15 @@ func parsePathAndQuery(path string) (*ast.Term, *ast.Term, error) {
 		}
 	}
 	decoded = strings.TrimLeft(decoded, "/")
-	nseg := strings.Count(decoded, "/") + 1
-	terms := make([]ast.Term, nseg)
-	elems := make([]*ast.Term, nseg)
-	for i := range nseg {
+	elems := a.elems(strings.Count(decoded, "/") + 1)
+	for i := range elems {
 		seg := decoded
 		if j := strings.IndexByte(decoded, '/'); j >= 0 {
 			seg, decoded = decoded[:j], decoded[j+1:]
 		}
-		terms[i].Value = ast.String(seg)
-		elems[i] = &terms[i]
+		elems[i] = a.str(seg)
 	}
-	parsedPath := ast.ArrayTerm(elems...)
+	parsedPath := a.array(elems)
 
 	if rawQuery == "" {
 		return parsedPath, ast.InternedEmptyObject, nil
@@ -620,15 +603,16 @@ func parsePathAndQuery(path string) (*ast.Term, *ast.Term, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	kvs := make([][2]*ast.Term, 0, len(q))
+	var stack [16][2]*ast.Term
+	kvs := stack[:0]
 	for k, vs := range q {
-		vals := make([]*ast.Term, len(vs))
+		vals := a.elems(len(vs))
 		for i, v := range vs {
-			vals[i] = ast.StringTerm(v)
+			vals[i] = a.str(v)
 		}
-		kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k), ast.ArrayTerm(vals...)})
+		kvs = append(kvs, [2]*ast.Term{a.str(k), a.array(vals)})
 	}
-	return parsedPath, ast.ObjectTerm(kvs...), nil
+	return parsedPath, a.object(kvs...), nil
 }
 
 // errNoBoundary tells parseBody that a multipart body has no boundary,

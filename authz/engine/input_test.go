@@ -177,17 +177,17 @@ func TestInputHeaderFilterKeepsBodyParsing(t *testing.T) {
 // if a test request happened to set it.
 func TestInputFastPathCoversSchema(t *testing.T) {
 	handled := map[protoreflect.FullName][]string{
-		"envoy.service.auth.v3.CheckRequest":                  {"attributes"},
-		"envoy.service.auth.v3.AttributeContext":              {"source", "destination", "request", "contextExtensions", "metadataContext", "routeMetadataContext", "tlsSession"},
-		"envoy.service.auth.v3.AttributeContext.Peer":         {"address", "service", "labels", "principal", "certificate"},
-		"envoy.service.auth.v3.AttributeContext.Request":      {"time", "http"},
-		"envoy.service.auth.v3.AttributeContext.HttpRequest":  {"id", "method", "headers", "headerMap", "path", "host", "scheme", "query", "fragment", "size", "protocol", "body", "rawBody"},
-		"envoy.service.auth.v3.AttributeContext.TLSSession":   {"sni"},
-		"envoy.config.core.v3.Address":                        {"socketAddress", "pipe", "envoyInternalAddress"},
-		"envoy.config.core.v3.SocketAddress":                  {"protocol", "address", "portValue", "namedPort", "resolverName", "ipv4Compat", "networkNamespaceFilepath"},
-		"envoy.config.core.v3.Metadata":                       {"filterMetadata", "typedFilterMetadata"},
-		"envoy.config.core.v3.HeaderMap":                      {"headers"},
-		"google.protobuf.Timestamp":                           {"seconds", "nanos"},
+		"envoy.service.auth.v3.CheckRequest":                 {"attributes"},
+		"envoy.service.auth.v3.AttributeContext":             {"source", "destination", "request", "contextExtensions", "metadataContext", "routeMetadataContext", "tlsSession"},
+		"envoy.service.auth.v3.AttributeContext.Peer":        {"address", "service", "labels", "principal", "certificate"},
+		"envoy.service.auth.v3.AttributeContext.Request":     {"time", "http"},
+		"envoy.service.auth.v3.AttributeContext.HttpRequest": {"id", "method", "headers", "headerMap", "path", "host", "scheme", "query", "fragment", "size", "protocol", "body", "rawBody"},
+		"envoy.service.auth.v3.AttributeContext.TLSSession":  {"sni"},
+		"envoy.config.core.v3.Address":                       {"socketAddress", "pipe", "envoyInternalAddress"},
+		"envoy.config.core.v3.SocketAddress":                 {"protocol", "address", "portValue", "namedPort", "resolverName", "ipv4Compat", "networkNamespaceFilepath"},
+		"envoy.config.core.v3.Metadata":                      {"filterMetadata", "typedFilterMetadata"},
+		"envoy.config.core.v3.HeaderMap":                     {"headers"},
+		"google.protobuf.Timestamp":                          {"seconds", "nanos"},
 	}
 	for _, m := range []proto.Message{
 		&authv3.CheckRequest{}, &authv3.AttributeContext{}, &authv3.AttributeContext_Peer{},

@@ -149,14 +149,14 @@ func wellKnown(m protoreflect.Message, enc Encoding) (func() (*ast.Term, error),
 		if name != "google.protobuf.Struct" {
 			return nil, false
 		}
-		return func() (*ast.Term, error) { return structTermPlugin(asStruct(m)), nil }, true
+		return func() (*ast.Term, error) { return structTermPlugin(&arena{}, asStruct(m)), nil }, true
 	}
 	if name.Parent() != "google.protobuf" {
 		return nil, false
 	}
 	switch name {
 	case "google.protobuf.Struct":
-		return func() (*ast.Term, error) { return structTermProtoJSON(asStruct(m)) }, true
+		return func() (*ast.Term, error) { return structTermProtoJSON(&arena{}, asStruct(m)) }, true
 	case "google.protobuf.Timestamp":
 		return func() (*ast.Term, error) {
 			fds := m.Descriptor().Fields()
@@ -208,93 +208,89 @@ func viaProtoJSON(m protoreflect.Message) (*ast.Term, error) {
 
 // structTermPlugin is Struct.AsMap followed by ast.InterfaceToValue, which
 // is what opa-envoy-plugin does with metadata.
-func structTermPlugin(s *structpb.Struct) *ast.Term {
+func structTermPlugin(a *arena, s *structpb.Struct) *ast.Term {
 	f := s.GetFields()
-	if len(f) == 0 {
-		return ast.ObjectTerm()
-	}
-	kvs := make([][2]*ast.Term, 0, len(f))
+	var stack [16][2]*ast.Term
+	kvs := stack[:0]
 	for k, v := range f {
-		kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k), valueTermPlugin(v)})
+		kvs = append(kvs, [2]*ast.Term{a.str(k), valueTermPlugin(a, v)})
 	}
-	return ast.ObjectTerm(kvs...)
+	return a.object(kvs...)
 }
 
 // valueTermPlugin mirrors structpb.Value.AsInterface: NaN and infinities
 // become strings, an unset kind becomes null.
-func valueTermPlugin(v *structpb.Value) *ast.Term {
+func valueTermPlugin(a *arena, v *structpb.Value) *ast.Term {
 	switch k := v.GetKind().(type) {
 	case *structpb.Value_NumberValue:
 		switch f := k.NumberValue; {
 		case math.IsNaN(f):
-			return ast.StringTerm("NaN")
+			return a.str("NaN")
 		case math.IsInf(f, 1):
-			return ast.StringTerm("Infinity")
+			return a.str("Infinity")
 		case math.IsInf(f, -1):
-			return ast.StringTerm("-Infinity")
+			return a.str("-Infinity")
 		default:
-			return ast.NewTerm(goFloat(f))
+			return a.term(goFloat(f))
 		}
 	case *structpb.Value_StringValue:
-		return ast.StringTerm(k.StringValue)
+		return a.str(k.StringValue)
 	case *structpb.Value_BoolValue:
-		return ast.BooleanTerm(k.BoolValue)
+		return ast.InternedTerm(k.BoolValue)
 	case *structpb.Value_StructValue:
-		return structTermPlugin(k.StructValue)
+		return structTermPlugin(a, k.StructValue)
 	case *structpb.Value_ListValue:
 		vals := k.ListValue.GetValues()
-		elems := make([]*ast.Term, len(vals))
+		elems := a.elems(len(vals))
 		for i, e := range vals {
-			elems[i] = valueTermPlugin(e)
+			elems[i] = valueTermPlugin(a, e)
 		}
-		return ast.ArrayTerm(elems...)
+		return a.array(elems)
 	}
-	return ast.NullTerm()
+	return ast.InternedNullTerm
 }
 
 // structTermProtoJSON renders a Struct as protojson does, errors included.
-func structTermProtoJSON(s *structpb.Struct) (*ast.Term, error) {
+func structTermProtoJSON(a *arena, s *structpb.Struct) (*ast.Term, error) {
 	f := s.GetFields()
-	if len(f) == 0 {
-		return ast.ObjectTerm(), nil
-	}
-	kvs := make([][2]*ast.Term, 0, len(f))
+	var stack [16][2]*ast.Term
+	kvs := stack[:0]
 	for k, v := range f {
-		t, err := valueTermProtoJSON(v)
+		t, err := valueTermProtoJSON(a, v)
 		if err != nil {
 			return nil, err
 		}
-		kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k), t})
+		kvs = append(kvs, [2]*ast.Term{a.str(k), t})
 	}
-	return ast.ObjectTerm(kvs...), nil
+	return a.object(kvs...), nil
 }
 
-func valueTermProtoJSON(v *structpb.Value) (*ast.Term, error) {
+func valueTermProtoJSON(a *arena, v *structpb.Value) (*ast.Term, error) {
 	switch k := v.GetKind().(type) {
 	case *structpb.Value_NullValue:
-		return ast.NullTerm(), nil
+		return ast.InternedNullTerm, nil
 	case *structpb.Value_NumberValue:
 		if math.IsNaN(k.NumberValue) || math.IsInf(k.NumberValue, 0) {
 			return nil, fmt.Errorf("google.protobuf.Value.number_value: invalid %v value", k.NumberValue)
 		}
 		return protojsonFloat(k.NumberValue, 64), nil
 	case *structpb.Value_StringValue:
-		return ast.StringTerm(k.StringValue), nil
+		return a.str(k.StringValue), nil
 	case *structpb.Value_BoolValue:
-		return ast.BooleanTerm(k.BoolValue), nil
+		return ast.InternedTerm(k.BoolValue), nil
 	case *structpb.Value_StructValue:
-		return structTermProtoJSON(k.StructValue)
+		return structTermProtoJSON(a, k.StructValue)
 	case *structpb.Value_ListValue:
 		vals := k.ListValue.GetValues()
-		elems := make([]*ast.Term, len(vals))
+		elems := a.elems(len(vals))
 		for i, e := range vals {
-			t, err := valueTermProtoJSON(e)
+			t, err := valueTermProtoJSON(a, e)
 			if err != nil {
 				return nil, err
 			}
 			elems[i] = t
 		}
-		return ast.ArrayTerm(elems...), nil
+		return a.array(elems), nil
 	}
 	return nil, fmt.Errorf("google.protobuf.Value: none of the oneof fields is set")
 }
@@ -323,21 +319,21 @@ func timestampTermProtoJSON(secs, nanos int64) (*ast.Term, error) {
 
 // timestampTerm converts a request time in either encoding. For the plugin
 // it is an ordinary message: {"seconds": n, "nanos": n}, zeros left out.
-func timestampTerm(ts *timestamppb.Timestamp, enc Encoding) (*ast.Term, error) {
+func timestampTerm(a *arena, ts *timestamppb.Timestamp, enc Encoding) (*ast.Term, error) {
 	if enc == EncodingProtoJSON {
 		return timestampTermProtoJSON(ts.GetSeconds(), int64(ts.GetNanos()))
 	}
 	var kvs [2][2]*ast.Term
 	n := 0
 	if s := ts.GetSeconds(); s != 0 {
-		kvs[n] = [2]*ast.Term{keySeconds, intTerm(s)}
+		kvs[n] = [2]*ast.Term{keySeconds, a.int(s)}
 		n++
 	}
 	if ns := ts.GetNanos(); ns != 0 {
-		kvs[n] = [2]*ast.Term{keyNanos, intTerm(int64(ns))}
+		kvs[n] = [2]*ast.Term{keyNanos, a.int(int64(ns))}
 		n++
 	}
-	return ast.ObjectTerm(kvs[:n]...), nil
+	return a.object(kvs[:n]...), nil
 }
 
 // protojsonFloat formats f as protojson does (encoding/json's rules, with

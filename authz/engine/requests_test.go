@@ -71,11 +71,11 @@ func realisticRequest() *authv3.CheckRequest {
 			},
 		},
 		ContextExtensions: map[string]string{
-			ExtNamespace:              "default",
-			ExtLabelPrefix + "app":    "reviews",
+			ExtNamespace:               "default",
+			ExtLabelPrefix + "app":     "reviews",
 			ExtLabelPrefix + "version": "v2",
-			ExtServices:               "reviews.default.svc.cluster.local",
-			ExtWorkload:               "Deployment/reviews-v2",
+			ExtServices:                "reviews.default.svc.cluster.local",
+			ExtWorkload:                "Deployment/reviews-v2",
 		},
 		MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
 			"istio_authn": mustStruct(map[string]any{
@@ -123,8 +123,8 @@ func parityRequests() map[string]*authv3.CheckRequest {
 		panic(err)
 	}
 	return map[string]*authv3.CheckRequest{
-		"realistic": realisticRequest(),
-		"empty":     {},
+		"realistic":        realisticRequest(),
+		"empty":            {},
 		"empty attributes": {Attributes: &authv3.AttributeContext{}},
 		"empty request":    {Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{}}},
 		"empty http": {Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
@@ -214,16 +214,22 @@ func parityRequests() map[string]*authv3.CheckRequest {
 			h.Body = `{"from":"body"}`
 			h.RawBody = []byte(`{"from":"raw"}`)
 		}),
-		"json body":              with(setBody("application/json", "36", `{"user":"alice","roles":["a","b"],"n":12345678901234567890}`)),
-		"json body no length":    with(setBody("application/json", "", `[1, 2.5, "x", true, null, {"a": {}}]`)),
-		"json body truncated":    with(setBody("application/json", "1000", `{"user":`)),
-		"json body length -1":    with(setBody("application/json", "-1", `{"a":1}`)),
-		"json body bad length":   with(setBody("application/json", "ten", `{"a":1}`)),
-		"json body invalid":      with(setBody("application/json", "", `{"a":`)),
-		"json body trailing":     with(setBody("application/json", "", `{"a":1} {"b":2}`)),
-		"json body empty":        with(setBody("application/json", "", ``)),
-		"partial body":           with(func(r *authv3.CheckRequest) { setBody("application/json", "", `{"a`)(r); http(r).Headers["x-envoy-auth-partial-body"] = "true" }),
-		"partial body false":     with(func(r *authv3.CheckRequest) { setBody("application/json", "", `{}`)(r); http(r).Headers["x-envoy-auth-partial-body"] = "false" }),
+		"json body":            with(setBody("application/json", "36", `{"user":"alice","roles":["a","b"],"n":12345678901234567890}`)),
+		"json body no length":  with(setBody("application/json", "", `[1, 2.5, "x", true, null, {"a": {}}]`)),
+		"json body truncated":  with(setBody("application/json", "1000", `{"user":`)),
+		"json body length -1":  with(setBody("application/json", "-1", `{"a":1}`)),
+		"json body bad length": with(setBody("application/json", "ten", `{"a":1}`)),
+		"json body invalid":    with(setBody("application/json", "", `{"a":`)),
+		"json body trailing":   with(setBody("application/json", "", `{"a":1} {"b":2}`)),
+		"json body empty":      with(setBody("application/json", "", ``)),
+		"partial body": with(func(r *authv3.CheckRequest) {
+			setBody("application/json", "", `{"a`)(r)
+			http(r).Headers["x-envoy-auth-partial-body"] = "true"
+		}),
+		"partial body false": with(func(r *authv3.CheckRequest) {
+			setBody("application/json", "", `{}`)(r)
+			http(r).Headers["x-envoy-auth-partial-body"] = "false"
+		}),
 		"grpc body":              with(setBody("application/grpc", "", "\x00\x00\x00\x00\x02\x08\x01")),
 		"text body":              with(setBody("text/plain", "", "hello")),
 		"form body":              with(setBody("application/x-www-form-urlencoded", "", "a=1&a=2&b=%20x&c")),
@@ -236,27 +242,27 @@ func parityRequests() map[string]*authv3.CheckRequest {
 				"--b0undary\r\nContent-Disposition: form-data; name=\"doc\"\r\nContent-Type: application/json\r\n\r\n{\"k\":[1,\"two\"]}\r\n"+
 				"--b0undary\r\nContent-Disposition: form-data\r\n\r\nunnamed\r\n"+
 				"--b0undary--\r\n")),
-		"multipart no boundary":  with(setBody("multipart/form-data", "", "--x\r\n")),
-		"multipart bad type":     with(setBody("multipart/form-data; =", "", "--x\r\n")),
-		"multipart broken":       with(setBody("multipart/form-data; boundary=x", "", "garbage")),
-		"query repeated":         with(func(r *authv3.CheckRequest) { http(r).Path = "/p?a=1&a=2&b=&c&d=%20%2F+x" }),
-		"query semicolon":        with(func(r *authv3.CheckRequest) { http(r).Path = "/p?a=1;b=2" }),
-		"query bad escape":       with(func(r *authv3.CheckRequest) { http(r).Path = "/p?a=%zz" }),
-		"path bad escape":        with(func(r *authv3.CheckRequest) { http(r).Path = "/p%zz/q" }),
-		"path escapes":           with(func(r *authv3.CheckRequest) { http(r).Path = "/a%2Fb/%E2%9C%93/c%20d/" }),
-		"path only slashes":      with(func(r *authv3.CheckRequest) { http(r).Path = "///" }),
-		"path relative":          with(func(r *authv3.CheckRequest) { http(r).Path = "a/b" }),
-		"path with fragment":     with(func(r *authv3.CheckRequest) { http(r).Path = "/a#frag?x=1" }),
-		"path query only":        with(func(r *authv3.CheckRequest) { http(r).Path = "?x=1" }),
-		"no path":                with(func(r *authv3.CheckRequest) { http(r).Path = "" }),
-		"no source principal":    with(func(r *authv3.CheckRequest) { r.Attributes.Source.Principal = "" }),
+		"multipart no boundary": with(setBody("multipart/form-data", "", "--x\r\n")),
+		"multipart bad type":    with(setBody("multipart/form-data; =", "", "--x\r\n")),
+		"multipart broken":      with(setBody("multipart/form-data; boundary=x", "", "garbage")),
+		"query repeated":        with(func(r *authv3.CheckRequest) { http(r).Path = "/p?a=1&a=2&b=&c&d=%20%2F+x" }),
+		"query semicolon":       with(func(r *authv3.CheckRequest) { http(r).Path = "/p?a=1;b=2" }),
+		"query bad escape":      with(func(r *authv3.CheckRequest) { http(r).Path = "/p?a=%zz" }),
+		"path bad escape":       with(func(r *authv3.CheckRequest) { http(r).Path = "/p%zz/q" }),
+		"path escapes":          with(func(r *authv3.CheckRequest) { http(r).Path = "/a%2Fb/%E2%9C%93/c%20d/" }),
+		"path only slashes":     with(func(r *authv3.CheckRequest) { http(r).Path = "///" }),
+		"path relative":         with(func(r *authv3.CheckRequest) { http(r).Path = "a/b" }),
+		"path with fragment":    with(func(r *authv3.CheckRequest) { http(r).Path = "/a#frag?x=1" }),
+		"path query only":       with(func(r *authv3.CheckRequest) { http(r).Path = "?x=1" }),
+		"no path":               with(func(r *authv3.CheckRequest) { http(r).Path = "" }),
+		"no source principal":   with(func(r *authv3.CheckRequest) { r.Attributes.Source.Principal = "" }),
 		"all http fields": with(func(r *authv3.CheckRequest) {
 			h := http(r)
 			h.Query, h.Fragment, h.Body = "rating=5", "frag", "body text"
 		}),
-		"nil source":    with(func(r *authv3.CheckRequest) { r.Attributes.Source = nil }),
-		"deep headers":  with(func(r *authv3.CheckRequest) { addHeaders(http(r), 60) }),
-		"unicode":       with(func(r *authv3.CheckRequest) { http(r).Headers["x-name"] = "Zoë ✓ 日本" }),
+		"nil source":      with(func(r *authv3.CheckRequest) { r.Attributes.Source = nil }),
+		"deep headers":    with(func(r *authv3.CheckRequest) { addHeaders(http(r), 60) }),
+		"unicode":         with(func(r *authv3.CheckRequest) { http(r).Headers["x-name"] = "Zoë ✓ 日本" }),
 		"proto roundtrip": roundTrip(realisticRequest()),
 	}
 }

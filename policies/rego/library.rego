@@ -3,7 +3,7 @@
 #
 # Every module, generated or hand-written, lives in package garrison.authz so
 # that OPA's rule indexer sees all policies' rules together (CONTRACT section 3).
-# The library reads generated rules through data.garrison.authz.<name>: a rule
+# The library reads generated rules through <name>: a rule
 # that no module defines is then simply empty instead of a compile error.
 #
 # Semantics follow Istio's AuthorizationPolicy -> Envoy RBAC translation

@@ -29,5 +29,5 @@ allow_matches contains {"policy": "foo/httpbin-viewers", "kind": "AuthorizationP
 	# to[0] methods ["GET", "HEAD"]
 	request_method in {"GET", "HEAD"}
 	# to[0] paths ["/status/*", "/headers"]
-	string_in(request_path, {"exact": {"/headers"}, "prefix": ["/status/"]})
+	regex.match("(?s)^(?:/headers|/status/.*)$", request_path)
 }

@@ -52,7 +52,7 @@ allow_matches contains {"policy": "foo/full", "kind": "AuthorizationPolicy", "ru
 	# from[0] notRemoteIpBlocks ["9.2.0.0/16"]
 	not remote_ip_in(["9.2.0.0/16"])
 	# from[0] trustDomains ["cluster.local", "td-*"]
-	string_in(source_trust_domain, {"exact": {"cluster.local"}, "prefix": ["td-"]})
+	regex.match("(?s)^(?:cluster\\.local|td-.*)$", source_trust_domain)
 	# from[0] notTrustDomains ["untrusted"]
 	not trust_domain_in({"exact": {"untrusted"}})
 	# to[0] hosts ["exact.com", "*.suffix.com", "prefix.*", "*"]

@@ -19,7 +19,7 @@ allow_policies contains {"policy": "foo/aliases", "kind": "AuthorizationPolicy"}
 allow_matches contains {"policy": "foo/aliases", "kind": "AuthorizationPolicy", "rule": 0} if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	# from[0] principals ["cluster.local/ns/foo/sa/a", "*/ns/foo/sa/b", "other/ns/foo/sa/c"]
-	string_in(source_principal, {"exact": {"td1/ns/foo/sa/a", "cluster.local/ns/foo/sa/a", "old-td/ns/foo/sa/a", "other/ns/foo/sa/c"}, "suffix": ["/ns/foo/sa/b"]})
+	regex.match("(?s)^(?:td1/ns/foo/sa/a|cluster\\.local/ns/foo/sa/a|old-td/ns/foo/sa/a|other/ns/foo/sa/c|.*/ns/foo/sa/b)$", source_principal)
 	# when source.principal notValues ["old-td/ns/foo/sa/evil"]
 	not principal_in({"exact": {"td1/ns/foo/sa/evil", "cluster.local/ns/foo/sa/evil", "old-td/ns/foo/sa/evil"}})
 }
