@@ -20,6 +20,9 @@ type Decision struct {
 	Rule   int    `json:"rule,omitempty"`
 	// Custom, when set, delegates the decision to an extension provider.
 	Custom *Custom `json:"custom,omitempty"`
+	// AfterCustom, with Custom, is the decision that applies when the
+	// provider allows the request (CONTRACT.md C3).
+	AfterCustom *Decision `json:"after_custom,omitempty"`
 	// Body is the deny body for Envoy (empty when details are turned off).
 	Body           string           `json:"body,omitempty"`
 	DryRun         []map[string]any `json:"dry_run,omitempty"`
@@ -62,6 +65,7 @@ var (
 	keyRule           = ast.StringTerm("rule")
 	keyCustom         = ast.StringTerm("custom")
 	keyProvider       = ast.StringTerm("provider")
+	keyAfterCustom    = ast.StringTerm("after_custom")
 	keyDryRun         = ast.StringTerm("dry_run")
 	keyAudit          = ast.StringTerm("audit")
 	keyRBACPermissive = ast.StringTerm("rbac_permissive")
@@ -120,6 +124,11 @@ func decisionFrom(v ast.Value) (*Decision, error) {
 		d.Custom = &Custom{Provider: stringAt(c, keyProvider), Policy: stringAt(c, keyPolicy)}
 		if d.Custom.Provider == "" {
 			return nil, fmt.Errorf("decision custom names no provider")
+		}
+	}
+	if t := obj.Get(keyAfterCustom); t != nil {
+		if d.AfterCustom, err = decisionFrom(t.Value); err != nil {
+			return nil, fmt.Errorf("decision after_custom: %w", err)
 		}
 	}
 	for _, f := range []struct {

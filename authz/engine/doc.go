@@ -3,7 +3,8 @@
 //
 // Off the request path, Run takes every configuration snapshot the store
 // publishes, compiles it (authz/compile), parses and compiles the Rego once,
-// prepares the decision query and the explain query from that one compiler,
+// prepares the decision query and the explain query from that one compiler
+// (loading compile.Result.Merged, one module for all generated rules),
 // indexes the snapshot's workloads by identity, and swaps the whole policy
 // set in with one atomic store. A snapshot that fails to compile or prepare
 // is logged and counted and the previous set stays live. NewStatic does the

@@ -218,11 +218,7 @@ func (e *Engine) Run(ctx context.Context) error {
 // apply compiles and prepares one snapshot and swaps it in.
 func (e *Engine) apply(ctx context.Context, snap *policies.Snapshot) {
 	start := e.now()
-	res, err := e.compileSnapshot(snap)
-	var ps *policySet
-	if err == nil {
-		ps, err = e.prepare(ctx, res, snap)
-	}
+	res, ps, err := e.build(ctx, snap)
 	took := e.now().Sub(start)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -240,22 +236,26 @@ func (e *Engine) apply(ctx context.Context, snap *policies.Snapshot) {
 	e.live.Store(ps)
 	e.metrics.compiled(true, ps.version, took)
 	e.log.Info("policy set live", "version", ps.version, "modules", len(res.Modules),
-		"headers", headerCount(res.Headers), "took", took)
+		"headers", headerCount(res.Headers), "warnings", len(res.Warnings), "took", took)
 }
 
-// compileSnapshot runs the compiler, turning a panic into an error: a
-// compiler bug must cost one snapshot, not the authorization server.
-func (e *Engine) compileSnapshot(snap *policies.Snapshot) (res *compile.Result, err error) {
+// build compiles and prepares snap, turning a panic into an error: a bug in
+// the compiler (or a policy set that trips OPA) must cost one snapshot, not
+// the authorization server.
+func (e *Engine) build(ctx context.Context, snap *policies.Snapshot) (res *compile.Result, ps *policySet, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("compiler panicked: %v", p)
 		}
 	}()
-	res, err = e.compile(snap)
-	if err == nil && res == nil {
-		err = errors.New("compiler returned no result")
+	if res, err = e.compile(snap); err != nil {
+		return nil, nil, err
 	}
-	return res, err
+	if res == nil {
+		return nil, nil, errors.New("compiler returned no result")
+	}
+	ps, err = e.prepare(ctx, res, snap)
+	return res, ps, err
 }
 
 func headerCount(h []string) any {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,6 +81,14 @@ decision := {"allowed": "yes"} if input.attributes.request.http.headers["x-stub"
 decision := "allowed" if input.attributes.request.http.headers["x-stub"] == "string"
 
 decision := {"allowed": true} if input.attributes.request.http.headers["x-stub"] == "conflict"
+
+decision := {
+	"allowed": false, "status": 403, "reason": "custom", "policy": "shop/ext", "kind": "AuthorizationPolicy", "rule": 0,
+	"custom": {"provider": "opa-ext", "policy": "shop/ext"},
+	"after_custom": {"allowed": true, "status": 200, "reason": "allowed", "policy": "shop/allow", "kind": "AuthorizationPolicy", "rule": 2},
+	"dry_run": [{"policy": "shop/dry", "kind": "AuthorizationPolicy", "rule": 0, "action": "DENY"}],
+	"body": "custom body",
+} if input.attributes.request.http.headers["x-stub"] == "custom"
 
 decision := {"allowed": false} if input.attributes.request.http.headers["x-stub"] == "conflict"
 
@@ -281,6 +290,19 @@ func TestDecideFailsClosedWithStubRego(t *testing.T) {
 			t.Errorf("%s: a decision (%+v) with the error", stub, d)
 		}
 	}
+	// Every field of a decision is read.
+	d, err := e.Decide(ctx, shopRequest("GET", "/", map[string]string{"x-stub": "custom"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"allowed":false,"status":403,"reason":"custom","policy":"shop/ext","kind":"AuthorizationPolicy",` +
+		`"custom":{"provider":"opa-ext","policy":"shop/ext"},"after_custom":{"allowed":true,"status":200,"reason":"allowed",` +
+		`"policy":"shop/allow","kind":"AuthorizationPolicy","rule":2,"policy_version":0},"body":"custom body",` +
+		`"dry_run":[{"action":"DENY","kind":"AuthorizationPolicy","policy":"shop/dry","rule":0}],"policy_version":1,"workload":"Deployment/web"}`
+	if got, _ := json.Marshal(d); string(got) != want {
+		t.Errorf("custom decision\n got %s\nwant %s", got, want)
+	}
+
 	// A cancelled request is not decided either.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()

@@ -265,6 +265,7 @@ spec:
 				t.Fatal(err)
 			}
 			reqs := bookinfoRequests()
+			reasons := map[string]int{}
 			for i, req := range reqs {
 				if i%3 == 0 {
 					req.Attributes.Request.Http.Headers["x-tenant"] = "evil"
@@ -277,8 +278,12 @@ spec:
 				if fmt.Sprint(*a) != fmt.Sprint(*b) {
 					t.Fatalf("headers %v: filtered %+v, all %+v", res.Headers, a, b)
 				}
+				reasons[a.Reason+" "+a.Policy]++
 			}
-			t.Logf("%d requests, headers kept: %v", len(reqs), res.Headers)
+			if name == "header-reading" && reasons["denied default/tenant"] == 0 {
+				t.Errorf("no request denied by the header policy: %v", reasons)
+			}
+			t.Logf("%d requests, headers kept %v, decisions %v", len(reqs), res.Headers, reasons)
 		})
 	}
 }
