@@ -1,0 +1,304 @@
+// Package cases is the YAML format of authorization decision tests, shared
+// by `garrison policy test` (tests that live beside a policy repository's
+// YAML) and the conformance suite (cases any implementation can be driven
+// with over the wire). A case is a request, described in the attributes
+// Istio's policies speak of, and the decision expected for it.
+//
+//	- name: reviewers may read
+//	  request:
+//	    source: {principal: cluster.local/ns/default/sa/productpage}
+//	    destination: {namespace: default, labels: {app: reviews}, port: 9080}
+//	    method: GET
+//	    path: /reviews/1
+//	  expect: {allowed: true, policy: default/reviews-viewer, rule: 0}
+package cases
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+	"gopkg.in/yaml.v3"
+)
+
+// Case is one request and the decision expected for it.
+type Case struct {
+	Name    string  `yaml:"name"`
+	Request Request `yaml:"request"`
+	Expect  Expect  `yaml:"expect"`
+	// Line is where the case starts in its file, for failure messages.
+	Line int `yaml:"-"`
+}
+
+// Request describes a request by the attributes policies match on.
+type Request struct {
+	Source      Peer        `yaml:"source"`
+	Destination Destination `yaml:"destination"`
+	Method      string      `yaml:"method"`
+	// Path may carry a query string; policies match the path without it.
+	Path    string            `yaml:"path"`
+	Host    string            `yaml:"host"`
+	Scheme  string            `yaml:"scheme"`
+	Headers map[string]string `yaml:"headers"`
+	// SNI is the TLS server name of the connection.
+	SNI string `yaml:"sni"`
+	// Auth is the outcome of request (JWT) authentication, as Istio's
+	// authn filter reports it; empty means no authenticated request.
+	Auth *Auth `yaml:"auth"`
+}
+
+// Peer is the calling side of a connection.
+type Peer struct {
+	// Principal is the peer's mTLS identity, with or without spiffe://.
+	Principal string `yaml:"principal"`
+	IP        string `yaml:"ip"`
+	Port      uint32 `yaml:"port"`
+}
+
+// Destination is the workload called. Namespace, Labels and Services are
+// what Garrison's xDS sends as context extensions; leave them out to make
+// the implementation derive them from the principal.
+type Destination struct {
+	Principal string            `yaml:"principal"`
+	IP        string            `yaml:"ip"`
+	Port      uint32            `yaml:"port"`
+	Namespace string            `yaml:"namespace"`
+	Labels    map[string]string `yaml:"labels"`
+	Services  []string          `yaml:"services"`
+}
+
+// Auth is a request principal and its claims.
+type Auth struct {
+	Principal string         `yaml:"principal"`
+	Audiences []string       `yaml:"audiences"`
+	Presenter string         `yaml:"presenter"`
+	Claims    map[string]any `yaml:"claims"`
+}
+
+// Expect is the expected decision. Unset fields are not checked.
+type Expect struct {
+	Allowed *bool `yaml:"allowed"`
+	// Status is the HTTP status of a denial (403, 401, 400).
+	Status int `yaml:"status"`
+	// Policy is the deciding resource as namespace/name.
+	Policy string `yaml:"policy"`
+	Rule   *int   `yaml:"rule"`
+	Reason string `yaml:"reason"`
+}
+
+// Decode reads a YAML list of cases, rejecting unknown fields.
+func Decode(r io.Reader) ([]Case, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var out []Case
+	if err := dec.Decode(&out); err != nil && err != io.EOF {
+		return nil, err
+	}
+	if len(doc.Content) == 1 && doc.Content[0].Kind == yaml.SequenceNode {
+		for i, n := range doc.Content[0].Content {
+			if i < len(out) {
+				out[i].Line = n.Line
+			}
+		}
+	}
+	for i, c := range out {
+		if c.Name == "" {
+			return nil, fmt.Errorf("line %d: case without a name", c.Line)
+		}
+		if c.Expect.Allowed == nil {
+			return nil, fmt.Errorf("line %d: case %q: expect.allowed is required", c.Line, c.Name)
+		}
+		out[i] = c
+	}
+	return out, nil
+}
+
+// Context extension keys Garrison's xDS sets (authz/CONTRACT.md section 2).
+const (
+	extNamespace   = "garrison.io/namespace"
+	extLabelPrefix = "garrison.io/label/"
+	extServices    = "garrison.io/services"
+)
+
+// CheckRequest renders the request as Envoy's ext_authz filter would send
+// it to an authorization server configured by Garrison's xDS.
+func (r *Request) CheckRequest() (*authv3.CheckRequest, error) {
+	method := r.Method
+	if method == "" {
+		method = "GET"
+	}
+	path := r.Path
+	if path == "" {
+		path = "/"
+	}
+	host := r.Host
+	if host == "" {
+		host = "example"
+	}
+	scheme := r.Scheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	headers := map[string]string{":method": method, ":path": path, ":authority": host, ":scheme": scheme}
+	for k, v := range r.Headers {
+		headers[strings.ToLower(k)] = v
+	}
+	src, err := peer(r.Source.Principal, r.Source.IP, r.Source.Port, "10.0.0.1", 40000)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	dst, err := peer(r.Destination.Principal, r.Destination.IP, r.Destination.Port, "10.0.0.2", 8080)
+	if err != nil {
+		return nil, fmt.Errorf("destination: %w", err)
+	}
+	ext := map[string]string{}
+	if d := r.Destination; d.Namespace != "" {
+		ext[extNamespace] = d.Namespace
+		for k, v := range d.Labels {
+			ext[extLabelPrefix+k] = v
+		}
+		if len(d.Services) > 0 {
+			svcs := append([]string(nil), d.Services...)
+			sort.Strings(svcs)
+			ext[extServices] = strings.Join(svcs, ",")
+		}
+	}
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source:      src,
+		Destination: dst,
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "case", Method: method, Path: path, Host: host, Scheme: scheme, Protocol: "HTTP/1.1", Headers: headers,
+		}},
+		ContextExtensions: ext,
+	}}
+	if r.SNI != "" {
+		req.Attributes.TlsSession = &authv3.AttributeContext_TLSSession{Sni: r.SNI}
+	}
+	if r.Auth != nil {
+		md, err := r.Auth.metadata()
+		if err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		req.Attributes.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio_authn": md}}
+	}
+	return req, nil
+}
+
+func peer(principal, ip string, port uint32, defIP string, defPort uint32) (*authv3.AttributeContext_Peer, error) {
+	if ip == "" {
+		ip = defIP
+	}
+	if _, err := netip.ParseAddr(ip); err != nil {
+		return nil, fmt.Errorf("ip %q: %w", ip, err)
+	}
+	if port == 0 {
+		port = defPort
+	}
+	if principal != "" && !strings.HasPrefix(principal, "spiffe://") {
+		principal = "spiffe://" + principal
+	}
+	return &authv3.AttributeContext_Peer{
+		Principal: principal,
+		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}},
+	}, nil
+}
+
+// metadata renders the authentication outcome with the keys of Istio's
+// authn filter.
+func (a *Auth) metadata() (*structpb.Struct, error) {
+	fields := map[string]any{}
+	if a.Principal != "" {
+		fields["request.auth.principal"] = a.Principal
+	}
+	if len(a.Audiences) > 0 {
+		auds := make([]any, len(a.Audiences))
+		for i, s := range a.Audiences {
+			auds[i] = s
+		}
+		fields["request.auth.audiences"] = auds
+	}
+	if a.Presenter != "" {
+		fields["request.auth.presenter"] = a.Presenter
+	}
+	if len(a.Claims) > 0 {
+		fields["request.auth.claims"] = normalizeYAML(a.Claims)
+	}
+	return structpb.NewStruct(fields)
+}
+
+// normalizeYAML turns YAML-decoded values into what structpb accepts.
+func normalizeYAML(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, x := range t {
+			out[k] = normalizeYAML(x)
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, x := range t {
+			out[i] = normalizeYAML(x)
+		}
+		return out
+	case int:
+		return float64(t)
+	case int64:
+		return float64(t)
+	case uint64:
+		return float64(t)
+	default:
+		return v
+	}
+}
+
+// Decision is what an implementation answered, in the terms Expect checks.
+type Decision struct {
+	Allowed bool
+	Status  int
+	Policy  string
+	Rule    *int
+	Reason  string
+}
+
+// Mismatch explains how got differs from the expectation, or returns "".
+// Policy, rule and reason are checked only when the implementation reports
+// them (a stock OPA behind Envoy reports only allowed and status).
+func (e Expect) Mismatch(got Decision) string {
+	var diffs []string
+	if e.Allowed != nil && *e.Allowed != got.Allowed {
+		diffs = append(diffs, fmt.Sprintf("allowed: got %t, want %t", got.Allowed, *e.Allowed))
+	}
+	if e.Status != 0 && !got.Allowed && got.Status != e.Status {
+		diffs = append(diffs, fmt.Sprintf("status: got %d, want %d", got.Status, e.Status))
+	}
+	if e.Policy != "" && got.Policy != "" && got.Policy != e.Policy {
+		diffs = append(diffs, fmt.Sprintf("policy: got %s, want %s", got.Policy, e.Policy))
+	}
+	if e.Policy != "" && got.Policy == "" && got.Reason != "" {
+		diffs = append(diffs, fmt.Sprintf("policy: none decided (reason %s), want %s", got.Reason, e.Policy))
+	}
+	if e.Rule != nil && got.Rule != nil && *got.Rule != *e.Rule {
+		diffs = append(diffs, "rule: got "+strconv.Itoa(*got.Rule)+", want "+strconv.Itoa(*e.Rule))
+	}
+	if e.Reason != "" && got.Reason != "" && got.Reason != e.Reason {
+		diffs = append(diffs, fmt.Sprintf("reason: got %s, want %s", got.Reason, e.Reason))
+	}
+	return strings.Join(diffs, "; ")
+}
