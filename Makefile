@@ -11,7 +11,7 @@ BENCHTIME   ?= 1s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOFILES      = $(shell find . -name '*.go' -not -path './vendor/*' -not -path './.data/*')
 
-.PHONY: build run test lint fuzz bench peers clean
+.PHONY: build run test lint fuzz bench peers conformance clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/garrison ./cmd/garrison
@@ -47,6 +47,17 @@ bench:
 ## (conformance/peers, a module of its own): bin/opa-envoy-plugin.
 peers:
 	cd conformance/peers && $(GO) build -o ../../bin/opa-envoy-plugin github.com/open-policy-agent/opa-envoy-plugin/cmd/opa-envoy-plugin
+
+## conformance: the authorization conformance suite (conformance/authz) over the
+## wire, against a real garrison serve per topic; with IMPL='<command with {config}
+## and {addr}>', against that ext_authz implementation instead.
+IMPL ?=
+conformance:
+ifeq ($(strip $(IMPL)),)
+	$(GO) test -count=1 -run 'TestWire|TestKnownFailuresNameCases' ./conformance
+else
+	AUTHZ_CONFORMANCE_IMPL='$(IMPL)' $(GO) test -count=1 -run TestExternal ./conformance
+endif
 
 clean:
 	rm -rf bin $(DATA_DIR)

@@ -14,6 +14,7 @@ import (
 	"github.com/garrison-mesh/garrison/policies"
 	"github.com/garrison-mesh/garrison/policies/kubeobj"
 	"github.com/garrison-mesh/garrison/policies/legacy"
+	"github.com/garrison-mesh/garrison/policies/source/file"
 )
 
 // examplesDir holds the example meshes the README points users at.
@@ -38,8 +39,9 @@ func parseExamples(t *testing.T, dir string) []parsedFile {
 		if err != nil {
 			return err
 		}
-		// The files the file source reads; README.md and the like are not.
-		if d.IsDir() || !slices.Contains([]string{".yaml", ".yml", ".json"}, filepath.Ext(path)) {
+		// The files the file source reads; README.md and the like are not,
+		// nor the decision tests of garrison policy test (*_test.yaml).
+		if d.IsDir() || !slices.Contains([]string{".yaml", ".yml", ".json"}, filepath.Ext(path)) || file.IsTestFile(path) {
 			return nil
 		}
 		data, err := os.ReadFile(path)

@@ -4,6 +4,7 @@
 // with over the wire). A case is a request, described in the attributes
 // Istio's policies speak of, and the decision expected for it.
 //
+//	# reviews_test.yaml
 //	- name: reviewers may read
 //	  request:
 //	    source: {principal: cluster.local/ns/default/sa/productpage}

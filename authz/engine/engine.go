@@ -14,6 +14,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -111,6 +112,9 @@ type policySet struct {
 	explain rego.PreparedEvalQuery
 	input   *InputBuilder
 	index   *workloadIndex // nil: no snapshot, nothing is derived
+
+	compiler *ast.Compiler
+	store    storage.Store
 }
 
 // New checks cfg and returns an engine with no policy set: Decide fails
@@ -316,6 +320,9 @@ func (e *Engine) prepare(ctx context.Context, res *compile.Result, snap *policie
 		decide:  decide,
 		explain: explain,
 		input:   NewInputBuilder(InputOptions{Encoding: e.enc, Headers: res.Headers}),
+
+		compiler: compiler,
+		store:    store,
 	}
 	if snap != nil {
 		ps.version = snap.Version()

@@ -87,6 +87,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newServeCommand(logs),
 		newStatusCommand(),
 		newVersionCommand(),
+		newPolicyCommand(),
 	)
 	return root
 }

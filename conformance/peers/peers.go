@@ -5,6 +5,9 @@
 //   - opa-envoy-plugin (github.com/open-policy-agent/opa-envoy-plugin),
 //     stock OPA with the Envoy ext_authz plugin, loaded with the bundle that
 //     `garrison policy compile` emits.
+//
+// go.sum also carries the checksums of the plugin's command, which no Go
+// file here imports (a main package cannot be): do not `go mod tidy`.
 package peers
 
 import (

@@ -274,6 +274,10 @@ func TestLoadOnceReadsTreeAndSkipsIgnored(t *testing.T) {
 		"README.md":        "# not config",
 		"notes.txt":        "kind: nonsense",
 		"sub/.cache/e.yml": sa("cached"),
+		// Decision tests (garrison policy test), not configuration.
+		"sub/rbac_test.yaml": "- name: a case\n  request: {}\n  expect: {allowed: true}\n",
+		"UPPER_TEST.YML":     sa("test-upper"),
+		"c_test.json":        "[]",
 		// Read, but only warned about.
 		"widget.yaml": "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n",
 	})
@@ -746,7 +750,7 @@ func sources(s *policies.Snapshot) string {
 func TestConfigFilesListsWhatSourceReads(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	for _, name := range []string{"b.yaml", "a/c.json", "a/d.yml", ".git/x.yaml", "notes.txt", "e.yaml~"} {
+	for _, name := range []string{"b.yaml", "a/c.json", "a/d.yml", ".git/x.yaml", "notes.txt", "e.yaml~", "a/cases_test.yaml", "f_test.yml"} {
 		p := filepath.Join(dir, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
@@ -762,6 +766,14 @@ func TestConfigFilesListsWhatSourceReads(t *testing.T) {
 	want := []string{filepath.Join(dir, "a/c.json"), filepath.Join(dir, "a/d.yml"), filepath.Join(dir, "b.yaml")}
 	if !slices.Equal(got, want) {
 		t.Errorf("ConfigFiles = %v, want %v", got, want)
+	}
+	for name, want := range map[string]bool{
+		"rbac_test.yaml": true, "a/b/x_test.yml": true, "X_TEST.JSON": true,
+		"test.yaml": false, "contest.yaml": false, "x_test.txt": false, "x_test": false, "x.test.yaml": false,
+	} {
+		if got := file.IsTestFile(name); got != want {
+			t.Errorf("IsTestFile(%q) = %t, want %t", name, got, want)
+		}
 	}
 	if got, _ := file.ConfigFiles(filepath.Join(dir, "notes.txt")); len(got) != 1 {
 		t.Errorf("a named file must be read whatever its extension: %v", got)

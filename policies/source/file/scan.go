@@ -33,7 +33,20 @@ func (c *changes) empty() bool { return !c.full && len(c.paths) == 0 }
 func isConfigFile(rel string) bool {
 	switch strings.ToLower(filepath.Ext(rel)) {
 	case ".yaml", ".yml", ".json":
-		return true
+		return !IsTestFile(rel)
+	}
+	return false
+}
+
+// IsTestFile reports whether a name (a path or a base name) is a decision
+// test file, *_test.yaml, *_test.yml or *_test.json: cases in the
+// authz/cases format that `garrison policy test` runs, kept beside the
+// configuration and never read as configuration.
+func IsTestFile(name string) bool {
+	base := strings.ToLower(filepath.Base(name))
+	switch ext := filepath.Ext(base); ext {
+	case ".yaml", ".yml", ".json":
+		return strings.HasSuffix(strings.TrimSuffix(base, ext), "_test")
 	}
 	return false
 }
