@@ -40,6 +40,24 @@ const (
 	apLabelKeyPrefix = "garrison.io/label/"
 )
 
+// Request attributes the generated rules read straight from the input:
+// through the library's attribute rules each would cost OPA a rule
+// evaluation per decision. Those that need computing (source_principal,
+// source_trust_domain, request_path, remote_ip) stay library rules, whose
+// value OPA caches for the evaluation. Each is undefined when the request
+// lacks it, as the library's rule is.
+const (
+	inputMethod    = "input.attributes.request.http.method"
+	inputHostLower = "lower(input.attributes.request.http.host)"
+	inputSourceIP  = "input.attributes.source.address.socketAddress.address"
+	inputDestIP    = "input.attributes.destination.address.socketAddress.address"
+	inputDestPort  = "input.attributes.destination.address.socketAddress.portValue"
+	inputSNI       = "input.attributes.tlsSession.sni"
+)
+
+// inputHeader reads request header q (a quoted, lower-cased name).
+func inputHeader(q string) string { return "input.attributes.request.http.headers[" + q + "]" }
+
 func apLabelRef(key string) string {
 	return "input.attributes.contextExtensions[" + apQuote(apLabelKeyPrefix+key) + "]"
 }
@@ -118,20 +136,8 @@ func (g *apGen) module() (string, bool) {
 	}
 	g.printf("package garrison.authz\n\n")
 
-	g.printf("# Any AuthorizationPolicy that applies makes Istio ignore legacy RBAC for the workload.\n")
-	g.rule("v1beta1_present", scope, nil)
-	if !dryRun {
-		switch action {
-		case security.AuthorizationPolicy_ALLOW:
-			g.printf("\n# An ALLOW policy applies: a request no ALLOW rule matches is denied.\n")
-			g.rule("allow_policies contains "+g.head(-1, nil), scope, nil)
-		case security.AuthorizationPolicy_CUSTOM:
-			g.printf("\n# Istio allows one extension provider per workload: with several, what their rules match is denied.\n")
-			g.rule("custom_policies contains "+g.head(-1, [][2]string{{"provider", apQuote(ap.GetProvider().GetName())}}), scope, nil)
-		}
-	}
+	g.presence(action, dryRun, scope)
 
-	name, extra := g.matchRule(action, dryRun)
 	for i, rule := range ap.GetRules() {
 		g.printf("\n")
 		if rule == nil {
@@ -145,7 +151,7 @@ func (g *apGen) module() (string, bool) {
 			continue
 		}
 		g.printf("# rule %d: %s\n", i, summary)
-		head := name + " contains " + g.head(i, extra)
+		head := g.matchHead(action, dryRun, i)
 		for k, body := range bodies {
 			if len(bodies) > 1 {
 				if k > 0 {
@@ -159,36 +165,44 @@ func (g *apGen) module() (string, bool) {
 	return g.b.String(), true
 }
 
-// matchRule names the rule a match of this policy adds to, and the fields
-// the match carries besides policy, kind and rule.
-func (g *apGen) matchRule(action security.AuthorizationPolicy_Action, dryRun bool) (string, [][2]string) {
+// presence writes the fact that the policy applies to the workload: with
+// an ALLOW policy, a request no ALLOW rule matches is denied; with CUSTOM
+// policies, Istio wants one provider; with any, Istio 1.4+ ignores legacy
+// RBAC for the workload.
+func (g *apGen) presence(action security.AuthorizationPolicy_Action, dryRun bool, scope []string) {
+	kind, id := apQuote("AuthorizationPolicy"), apQuote(g.id())
 	switch {
-	case dryRun:
-		return "dry_run_matches", [][2]string{{"action", apQuote(action.String())}}
-	case action == security.AuthorizationPolicy_DENY:
-		return "deny_matches", nil
-	case action == security.AuthorizationPolicy_AUDIT:
-		return "audit_matches", nil
-	case action == security.AuthorizationPolicy_CUSTOM:
-		return "custom_matches", [][2]string{{"provider", apQuote(g.ap.GetProvider().GetName())}}
+	case !dryRun && action == security.AuthorizationPolicy_ALLOW:
+		g.printf("# The policy applies: a request that no ALLOW rule matches is denied (no-allow-match),\n")
+		g.printf("# and legacy RBAC is ignored for the workload.\n")
+		g.rule(factHead(rankAllowPolicy, decisionNoAllowMatch, kind, id), scope, nil)
+	case !dryRun && action == security.AuthorizationPolicy_CUSTOM:
+		g.printf("# The policy applies: Istio allows one extension provider per workload (with several,\n")
+		g.printf("# what their rules match is denied), and legacy RBAC is ignored for the workload.\n")
+		g.rule(factHead(rankCustomPolicy, decisionNoPolicy, kind, id, apQuote(g.ap.GetProvider().GetName())), scope, nil)
 	default:
-		return "allow_matches", nil
+		g.printf("# The policy applies: legacy RBAC is ignored for the workload.\n")
+		g.rule(factHead(rankOtherPolicy, decisionNoPolicy, kind, id), scope, nil)
 	}
 }
 
-// head renders the element a rule adds: {"policy", "kind", "rule"} plus
-// extra; rule < 0 leaves the rule index out.
-func (g *apGen) head(rule int, extra [][2]string) string {
-	var b strings.Builder
-	b.WriteString(`{"policy": ` + apQuote(g.id()) + `, "kind": "AuthorizationPolicy"`)
-	if rule >= 0 {
-		b.WriteString(`, "rule": ` + strconv.Itoa(rule))
+// matchHead is the head of the rules that add a match of rule i of this
+// policy to facts: the decision it makes, or, for a CUSTOM rule, which
+// provider decides; AUDIT and dry-run matches are recorded only.
+func (g *apGen) matchHead(action security.AuthorizationPolicy_Action, dryRun bool, i int) string {
+	kind, id, rule := apQuote("AuthorizationPolicy"), apQuote(g.id()), strconv.Itoa(i)
+	switch {
+	case dryRun:
+		return factHead(rankDryRunMatch, decisionNoPolicy, apQuote(action.String()), kind, id, rule)
+	case action == security.AuthorizationPolicy_DENY:
+		return factHead(rankDenyMatch, verdictRego(false, "denied", g.id(), "AuthorizationPolicy", i))
+	case action == security.AuthorizationPolicy_AUDIT:
+		return factHead(rankAuditMatch, decisionNoPolicy, kind, id, rule)
+	case action == security.AuthorizationPolicy_CUSTOM:
+		return factHead(rankCustomMatch, decisionComputed, kind, id, rule, apQuote(g.ap.GetProvider().GetName()))
+	default:
+		return factHead(rankAllowMatch, verdictRego(true, "allowed", g.id(), "AuthorizationPolicy", i))
 	}
-	for _, kv := range extra {
-		b.WriteString(", " + apQuote(kv[0]) + ": " + kv[1])
-	}
-	b.WriteString("}")
-	return b.String()
 }
 
 func (g *apGen) rule(head string, scope, exprs []string) {
@@ -572,9 +586,9 @@ func portRender(vals []string, neg bool) (string, error) {
 	case neg:
 		return "not port_in([" + strings.Join(terms, ", ") + "])", nil
 	case len(terms) == 1:
-		return "destination_port == " + terms[0], nil
+		return inputDestPort + " == " + terms[0], nil
 	default:
-		return "destination_port in {" + strings.Join(terms, ", ") + "}", nil
+		return inputDestPort + " in {" + strings.Join(terms, ", ") + "}", nil
 	}
 }
 
@@ -687,7 +701,7 @@ func (t *apTranslator) source(label string, s *security.Source) (lines, fields [
 		{label, "requestPrincipals", "notRequestPrincipals", s.GetRequestPrincipals(), s.GetNotRequestPrincipals(), requestPrincipalRender},
 		{label, "namespaces", "notNamespaces", s.GetNamespaces(), s.GetNotNamespaces(), regexRender(namespaceRegex)},
 		{label, "serviceAccounts", "notServiceAccounts", s.GetServiceAccounts(), s.GetNotServiceAccounts(), regexRender(t.serviceAccountRegex)},
-		{label, "ipBlocks", "notIpBlocks", s.GetIpBlocks(), s.GetNotIpBlocks(), cidrRender("source_ip", "source_ip_in")},
+		{label, "ipBlocks", "notIpBlocks", s.GetIpBlocks(), s.GetNotIpBlocks(), cidrRender(inputSourceIP, "source_ip_in")},
 		{label, "remoteIpBlocks", "notRemoteIpBlocks", s.GetRemoteIpBlocks(), s.GetNotRemoteIpBlocks(), cidrRender("remote_ip", "remote_ip_in")},
 		{label, "trustDomains", "notTrustDomains", s.GetTrustDomains(), s.GetNotTrustDomains(), stringRender("source_trust_domain", "trust_domain_in", nil, false, false)},
 	} {
@@ -707,9 +721,9 @@ func (t *apTranslator) source(label string, s *security.Source) (lines, fields [
 // operation translates to[].operation.
 func (t *apTranslator) operation(label string, o *security.Operation) (lines, fields []string, err error) {
 	for _, f := range []apField{
-		{label, "hosts", "notHosts", o.GetHosts(), o.GetNotHosts(), stringRender("request_host_lower", "host_in", nil, true, false)},
+		{label, "hosts", "notHosts", o.GetHosts(), o.GetNotHosts(), stringRender(inputHostLower, "host_in", nil, true, false)},
 		{label, "ports", "notPorts", o.GetPorts(), o.GetNotPorts(), portRender},
-		{label, "methods", "notMethods", o.GetMethods(), o.GetNotMethods(), stringRender("request_method", "method_in", nil, false, false)},
+		{label, "methods", "notMethods", o.GetMethods(), o.GetNotMethods(), stringRender(inputMethod, "method_in", nil, false, false)},
 		{label, "paths", "notPaths", o.GetPaths(), o.GetNotPaths(), stringRender("request_path", "path_in", nil, false, true)},
 	} {
 		l, names, err := t.lines(f)
@@ -733,7 +747,7 @@ func (t *apTranslator) condition(c *security.Condition) ([]string, error) {
 	// both forms (attr "").
 	switch {
 	case key == "source.ip":
-		return field(cidrRender("source_ip", "source_ip_in"))
+		return field(cidrRender(inputSourceIP, "source_ip_in"))
 	case key == "remote.ip":
 		t.g.headers["x-forwarded-for"] = true
 		return field(cidrRender("remote_ip", "remote_ip_in"))
@@ -752,11 +766,11 @@ func (t *apTranslator) condition(c *security.Condition) ([]string, error) {
 	case key == "request.auth.presenter":
 		return field(stringRender("", "presenter_in", nil, false, false))
 	case key == "destination.ip":
-		return field(cidrRender("destination_ip", "destination_ip_in"))
+		return field(cidrRender(inputDestIP, "destination_ip_in"))
 	case key == "destination.port":
 		return field(portRender)
 	case key == "connection.sni":
-		return field(stringRender("sni", "sni_in", nil, false, false))
+		return field(stringRender(inputSNI, "sni_in", nil, false, false))
 	case strings.HasPrefix(key, "request.auth.claims"):
 		path, err := apNestedBrackets(strings.TrimPrefix(key, "request.auth.claims"))
 		if err != nil {
@@ -799,11 +813,11 @@ func headerRender(name string, inline bool) apRender {
 		case slices.Contains(vals, "*") && neg:
 			return "not header_present(" + q + ")", nil
 		case slices.Contains(vals, "*"):
-			return "is_string(request_headers[" + q + "])", nil
+			return "is_string(" + inputHeader(q) + ")", nil
 		case inline:
 			return stringRender("", "inline_header_in", []string{q}, false, false)(vals, neg)
 		default:
-			return stringRender("request_headers["+q+"]", "header_in", []string{q}, false, false)(vals, neg)
+			return stringRender(inputHeader(q), "header_in", []string{q}, false, false)(vals, neg)
 		}
 	}
 }

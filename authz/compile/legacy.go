@@ -13,18 +13,19 @@ package compile
 // garrison.authz:
 //
 //	garrison/authz/legacy.rego                                      helpers every legacy module uses (legacy_*)
-//	garrison/authz/policies/_cluster/clusterrbacconfig-<name>.rego  rbac_enforced_for
-//	garrison/authz/policies/<ns>/rbacconfig-<name>.rego             rbac_enforced_for (only without a ClusterRbacConfig)
+//	garrison/authz/policies/_cluster/clusterrbacconfig-<name>.rego  facts of rbac_enforced_for
+//	garrison/authz/policies/<ns>/rbacconfig-<name>.rego             facts of rbac_enforced_for (only without a ClusterRbacConfig)
 //	garrison/authz/policies/<ns>/servicerole-<name>.rego            legacy_role_rule["<ns>/<name>"]
-//	garrison/authz/policies/<ns>/servicerolebinding-<name>.rego     rbac_allow_matches / rbac_permissive_matches
+//	garrison/authz/policies/<ns>/servicerolebinding-<name>.rego     facts of rbac_allow_matches / rbac_permissive_matches
 //
 // headers lists, lower-cased and sorted, the request headers the legacy
 // policies read. Both are empty when the snapshot holds no legacy resource.
 // compileLegacyWarnings also returns warnings for Result.Warnings.
-// The library combines the three CONTRACT rules: rbac_enforced_for says RBAC
-// is on for the destination (and whether it is ENFORCED or PERMISSIVE),
-// rbac_allow_matches says an ENFORCED binding allows the request,
-// rbac_permissive_matches records what a PERMISSIVE binding would have allowed.
+// The library combines three kinds of facts (facts.go; the library names
+// them as CONTRACT section 4 does): rbac_enforced_for says RBAC is on for the
+// destination (and whether it is ENFORCED or PERMISSIVE), rbac_allow_matches
+// says an ENFORCED binding allows the request, rbac_permissive_matches
+// records what a PERMISSIVE binding would have allowed.
 
 import (
 	"fmt"
@@ -196,9 +197,14 @@ func (c *legacyCompiler) configModule(r *policies.Resource) error {
 	if enforcement == string(legacy.Permissive) {
 		w.comment("PERMISSIVE: every ServiceRoleBinding is evaluated and logged, none denies.")
 	}
-	elem := fmt.Sprintf(`{"policy": %s, "kind": %s, "rule": 0, "mode": %s, "enforcement": %s}`,
-		legacyQuote(legacyPolicyID(r)), legacyQuote(r.Kind.Kind), legacyQuote(string(mode)), legacyQuote(enforcement))
-	head := "rbac_enforced_for contains " + elem
+	// The fact that RBAC is on for the workload (rbac_enforced_for): an
+	// ENFORCED one denies what no binding allows, unless an
+	// AuthorizationPolicy applies.
+	rank, decision := rankRBACEnforced, decisionRBACDenied
+	if enforcement == string(legacy.Permissive) {
+		rank, decision = rankRBACPermissiveOn, decisionNoPolicy
+	}
+	head := factHead(rank, decision, legacyQuote(r.Kind.Kind), legacyQuote(legacyPolicyID(r)), "0", legacyQuote(string(mode)))
 	switch mode {
 	case legacy.RbacOff:
 		w.blank()
@@ -326,7 +332,7 @@ func (c *legacyCompiler) accessRules(w *legacyWriter, r *policies.Resource, key 
 }
 
 // bindingModule emits the rbac_allow_matches (or rbac_permissive_matches)
-// of a ServiceRoleBinding and one legacy_subject rule per subject.
+// facts of a ServiceRoleBinding and one legacy_subject rule per subject.
 func (c *legacyCompiler) bindingModule(r *policies.Resource) error {
 	b, err := legacySpec[*legacy.ServiceRoleBinding](r)
 	if err != nil {
@@ -336,15 +342,15 @@ func (c *legacyCompiler) bindingModule(r *policies.Resource) error {
 	id := legacyPolicyID(r)
 	roleKey, roleDesc, found := c.bindingRole(r, b)
 	permissive := b.Mode.IsPermissive() || c.permissive
-	target := "rbac_allow_matches"
+	rank, decision := rankRBACAllow, decisionComputed
 	switch {
 	case b.Mode.IsPermissive():
-		target = "rbac_permissive_matches"
-		w.comment("Mode PERMISSIVE: evaluated and logged in rbac_permissive_matches, never decides.")
+		rank, decision = rankRBACPermissive, decisionNoPolicy
+		w.comment("Mode PERMISSIVE: evaluated and logged in the decision's rbac_permissive, never decides.")
 	case permissive:
-		target = "rbac_permissive_matches"
-		w.comment("The RBAC config's enforcementMode is PERMISSIVE: evaluated and logged in")
-		w.comment("rbac_permissive_matches, never decides.")
+		rank, decision = rankRBACPermissive, decisionNoPolicy
+		w.comment("The RBAC config's enforcementMode is PERMISSIVE: evaluated and logged in the decision's")
+		w.comment("rbac_permissive, never decides.")
 	}
 	w.comment("Grants %s to %d subject(s), in namespace %s.", roleDesc, len(b.Subjects), legacyQuote(r.Namespace))
 	w.comment("A request matches when one rule of the role and one subject match (Istio ORs them independently).")
@@ -388,10 +394,8 @@ func (c *legacyCompiler) bindingModule(r *policies.Resource) error {
 		w.comment("No subject can match: the binding grants nothing.")
 		c.warn(r, "no subject can match: the binding grants nothing")
 	} else {
-		elem := fmt.Sprintf(`{"policy": %s, "kind": %s, "binding": %s, "role": %s, "rule": rule, "subject": subject}`,
-			legacyQuote(id), legacyQuote(r.Kind.Kind), legacyQuote(id), legacyQuote(roleKey))
 		w.comment("The binding applies to the workloads of its own namespace.")
-		w.rule(target+" contains "+elem,
+		w.rule(factHead(rank, decision, legacyQuote(id), legacyQuote(r.Kind.Kind), legacyQuote(id), legacyQuote(roleKey), "rule", "subject"),
 			legacyRefNamespace+" == "+legacyQuote(r.Namespace),
 			fmt.Sprintf("some rule in legacy_role_rule[%s]", legacyQuote(roleKey)),
 			fmt.Sprintf("some subject in legacy_subject[%s]", legacyQuote(id)))

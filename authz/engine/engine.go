@@ -5,17 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
+	opametrics "github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/garrison-mesh/garrison/authz/compile"
@@ -110,8 +110,12 @@ type policySet struct {
 	version uint64
 	decide  rego.PreparedEvalQuery
 	explain rego.PreparedEvalQuery
-	input   *InputBuilder
-	index   *workloadIndex // nil: no snapshot, nothing is derived
+	// input builds what Decide evaluates: only the fields the policy set
+	// reads (InputPaths). explainInput builds the whole input, which
+	// Explain evaluates and shows; both decide the same.
+	input        *InputBuilder
+	explainInput *InputBuilder
+	index        *workloadIndex // nil: no snapshot, nothing is derived
 
 	compiler *ast.Compiler
 	store    storage.Store
@@ -277,15 +281,11 @@ func (e *Engine) prepare(ctx context.Context, res *compile.Result, snap *policie
 		return nil, errors.New("engine: no compile result")
 	}
 	// One module per policy in one package costs OPA's compiler modules x
-	// rules (CONTRACT.md C1b); the merged form holds the same rules.
-	sources := res.Merged()
-	modules := make(map[string]*ast.Module, len(sources))
-	for _, name := range slices.Sorted(maps.Keys(sources)) {
-		m, err := ast.ParseModuleWithOpts(name, sources[name], ast.ParserOptions{RegoVersion: ast.RegoV1})
-		if err != nil {
-			return nil, fmt.Errorf("engine: %w", err)
-		}
-		modules[name] = m
+	// rules (CONTRACT.md C1b): the generated modules are parsed one by one
+	// but given to the compiler as one, the rules of Result.Merged().
+	modules, err := parseModules(res)
+	if err != nil {
+		return nil, err
 	}
 	compiler := ast.NewCompiler().WithEnablePrintStatements(false)
 	if compiler.Compile(modules); compiler.Failed() {
@@ -316,10 +316,11 @@ func (e *Engine) prepare(ctx context.Context, res *compile.Result, snap *policie
 		return nil, fmt.Errorf("engine: preparing the explain query: %w", err)
 	}
 	ps := &policySet{
-		version: res.SnapshotVersion,
-		decide:  decide,
-		explain: explain,
-		input:   NewInputBuilder(InputOptions{Encoding: e.enc, Headers: res.Headers}),
+		version:      res.SnapshotVersion,
+		decide:       decide,
+		explain:      explain,
+		input:        NewInputBuilder(InputOptions{Encoding: e.enc, Headers: res.Headers, Fields: InputPaths(compiler)}),
+		explainInput: NewInputBuilder(InputOptions{Encoding: e.enc, Headers: res.Headers}),
 
 		compiler: compiler,
 		store:    store,
@@ -358,11 +359,12 @@ func (e *Engine) Decide(ctx context.Context, req *authv3.CheckRequest) (*Decisio
 	if ps == nil {
 		return nil, ErrNotReady
 	}
-	in, early := ps.prepareInput(req)
+	growStack()
+	in, early := ps.prepareInput(req, ps.input)
 	if early != nil {
 		return early, nil
 	}
-	rs, err := ps.decide.Eval(ctx, rego.EvalParsedInput(in.value), rego.EvalTime(e.now()))
+	rs, err := e.eval(ctx, ps.decide, in.value)
 	if err != nil {
 		return nil, fmt.Errorf("engine: policy version %d: %w", ps.version, err)
 	}
@@ -379,6 +381,32 @@ func (e *Engine) Decide(ctx context.Context, req *authv3.CheckRequest) (*Decisio
 	}
 	in.annotate(d, ps.version)
 	return d, nil
+}
+
+// Evaluation options every decision shares: OPA's metrics and its
+// per-evaluation cancellation goroutine are for servers that report them;
+// a decision takes tens of microseconds and Decide reports its own.
+var (
+	evalNoMetrics = rego.EvalMetrics(opametrics.NoOp())
+	// neverCancelled stands in for a context that cannot be cancelled.
+	evalNotCancelled = rego.EvalExternalCancel(topdown.NewCancel())
+)
+
+// eval evaluates a prepared query for one input. OPA would start a
+// goroutine per evaluation to watch ctx; context.AfterFunc cancels the
+// evaluation at no cost until ctx is done. The rule value cache is a
+// pooled flat one (evalcache.go).
+func (e *Engine) eval(ctx context.Context, q rego.PreparedEvalQuery, input ast.Value) (rego.ResultSet, error) {
+	cancel := evalNotCancelled
+	if ctx.Done() != nil {
+		c := topdown.NewCancel()
+		stop := context.AfterFunc(ctx, c.Cancel)
+		defer stop()
+		cancel = rego.EvalExternalCancel(c)
+	}
+	vc := getVirtualCache()
+	defer vc.release()
+	return q.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(e.now()), evalNoMetrics, cancel, rego.EvalVirtualCache(vc))
 }
 
 // preparedInput is a request made ready for evaluation.
@@ -399,7 +427,7 @@ func (in *preparedInput) annotate(d *Decision, version uint64) {
 // prepareInput normalizes the path, derives the context extensions and
 // builds the input. A non-nil Decision is the 400 answer to a request that
 // cannot be evaluated.
-func (ps *policySet) prepareInput(req *authv3.CheckRequest) (preparedInput, *Decision) {
+func (ps *policySet) prepareInput(req *authv3.CheckRequest, builder *InputBuilder) (preparedInput, *Decision) {
 	var in preparedInput
 	var ov overrides
 	attrs := req.GetAttributes()
@@ -423,7 +451,7 @@ func (ps *policySet) prepareInput(req *authv3.CheckRequest) (preparedInput, *Dec
 	} else {
 		in.workload = ext[ExtWorkload]
 	}
-	v, err := ps.input.build(req, &ov)
+	v, err := builder.build(req, &ov)
 	if err != nil {
 		return in, ps.reject(ReasonInvalidRequest, err)
 	}
@@ -460,7 +488,7 @@ func (e *Engine) Explain(ctx context.Context, req *authv3.CheckRequest) (*Explan
 	if ps == nil {
 		return nil, ErrNotReady
 	}
-	in, early := ps.prepareInput(req)
+	in, early := ps.prepareInput(req, ps.explainInput)
 	if early != nil {
 		return &Explanation{Decision: early}, nil
 	}

@@ -58,6 +58,13 @@ type InputOptions struct {
 	// policy reads. Nil keeps every header. The body is still parsed by the
 	// full headers (content-type, content-length), as the plugin does.
 	Headers []string
+	// Fields, when not nil, are the paths of the input kept (InputPaths of
+	// the policy set): everything else is left out, as unread headers are.
+	// Nil keeps every field. A request the plugin could not build an input
+	// for fails just the same: what a left-out field's conversion would
+	// reject (a path or query with an invalid escape, a body that does not
+	// parse, a protojson-only error) is still checked.
+	Fields [][]string
 }
 
 // InputBuilder turns CheckRequests into the OPA input value. It builds the
@@ -68,11 +75,12 @@ type InputBuilder struct {
 	enc      Encoding
 	keep     map[string]struct{} // nil: every header
 	keepList []string
+	fields   *fieldSet // nil: every field
 }
 
 // NewInputBuilder returns a builder for opts.
 func NewInputBuilder(opts InputOptions) *InputBuilder {
-	b := &InputBuilder{enc: opts.Encoding}
+	b := &InputBuilder{enc: opts.Encoding, fields: newFieldSet(opts.Fields)}
 	if opts.Headers != nil {
 		b.keep = make(map[string]struct{}, len(opts.Headers))
 		for _, h := range opts.Headers {
@@ -181,16 +189,19 @@ var fdTypedFilterMetadata = (&corev3.Metadata{}).ProtoReflect().Descriptor().Fie
 
 func (b *InputBuilder) build(req *authv3.CheckRequest, ov *overrides) (ast.Value, error) {
 	a := &arena{}
+	f := b.fields
 	var kvs [7][2]*ast.Term
 	n := 0
 	attrs := req.GetAttributes()
 	if attrs != nil {
-		t, err := b.attributes(a, attrs, ov)
+		t, err := b.attributes(a, attrs, ov, f)
 		if err != nil {
 			return nil, err
 		}
-		kvs[n] = [2]*ast.Term{keyAttributes, t}
-		n++
+		if f.has(keyAttributes) {
+			kvs[n] = [2]*ast.Term{keyAttributes, t}
+			n++
+		}
 	}
 
 	httpReq := attrs.GetRequest().GetHttp()
@@ -198,21 +209,27 @@ func (b *InputBuilder) build(req *authv3.CheckRequest, ov *overrides) (ast.Value
 	if ov != nil && ov.setPath && httpReq != nil {
 		path = ov.path
 	}
-	parsedPath, parsedQuery, err := parsePathAndQuery(a, path)
-	if err != nil {
-		return nil, err
+	if !f.has(keyParsedPath) && !f.has(keyParsedQuery) {
+		// Not read: only the plugin's errors matter.
+		if err := checkPathAndQuery(path); err != nil {
+			return nil, err
+		}
+	} else {
+		parsedPath, parsedQuery, err := parsePathAndQuery(a, path)
+		if err != nil {
+			return nil, err
+		}
+		n = keep(kvs[:], n, f, keyParsedPath, parsedPath)
+		n = keep(kvs[:], n, f, keyParsedQuery, parsedQuery)
 	}
 	parsedBody, truncated, err := parseBody(httpReq.GetHeaders(), httpReq.GetBody(), httpReq.GetRawBody())
 	if err != nil {
 		return nil, err
 	}
-	kvs[n] = [2]*ast.Term{keyVersion, versionTerm}
-	kvs[n+1] = [2]*ast.Term{keyParsedPath, parsedPath}
-	kvs[n+2] = [2]*ast.Term{keyParsedQuery, parsedQuery}
-	kvs[n+3] = [2]*ast.Term{keyParsedBody, parsedBody}
-	kvs[n+4] = [2]*ast.Term{keyTruncatedBody, ast.InternedTerm(truncated)}
-	n += 5
-	if b.enc == EncodingPlugin {
+	n = keep(kvs[:], n, f, keyVersion, versionTerm)
+	n = keep(kvs[:], n, f, keyParsedBody, parsedBody)
+	n = keep(kvs[:], n, f, keyTruncatedBody, ast.InternedTerm(truncated))
+	if b.enc == EncodingPlugin && f.has(keySourcePrincipal) {
 		if p := attrs.GetSource().GetPrincipal(); p != "" {
 			kvs[n] = [2]*ast.Term{keySourcePrincipal, a.str(p)}
 			n++
@@ -221,54 +238,77 @@ func (b *InputBuilder) build(req *authv3.CheckRequest, ov *overrides) (ast.Value
 	return ast.NewObject(kvs[:n]...), nil
 }
 
-func (b *InputBuilder) attributes(a *arena, ac *authv3.AttributeContext, ov *overrides) (*ast.Term, error) {
+// keep adds key: v at kvs[n] when f reads key, and returns the new length.
+func keep(kvs [][2]*ast.Term, n int, f *fieldSet, key, v *ast.Term) int {
+	if !f.has(key) {
+		return n
+	}
+	kvs[n] = [2]*ast.Term{key, v}
+	return n + 1
+}
+
+func (b *InputBuilder) attributes(a *arena, ac *authv3.AttributeContext, ov *overrides, f *fieldSet) (*ast.Term, error) {
+	f, _ = f.child(keyAttributes)
 	var kvs [7][2]*ast.Term
 	n := 0
 	var err error
 	if ac.Source != nil {
-		if kvs[n][1], err = b.peer(a, ac.Source); err != nil {
-			return nil, err
+		if sf, ok := f.child(keySource); ok || mayFail(ac.Source.GetAddress()) {
+			if kvs[n][1], err = b.peer(a, ac.Source, sf); err != nil {
+				return nil, err
+			}
+			kvs[n][0] = keySource
+			n = n + boolInt(ok)
 		}
-		kvs[n][0] = keySource
-		n++
 	}
 	if ac.Destination != nil {
-		if kvs[n][1], err = b.peer(a, ac.Destination); err != nil {
-			return nil, err
+		if df, ok := f.child(keyDestination); ok || mayFail(ac.Destination.GetAddress()) {
+			if kvs[n][1], err = b.peer(a, ac.Destination, df); err != nil {
+				return nil, err
+			}
+			kvs[n][0] = keyDestination
+			n = n + boolInt(ok)
 		}
-		kvs[n][0] = keyDestination
-		n++
 	}
 	if ac.Request != nil {
-		if kvs[n][1], err = b.request(a, ac.Request, ov); err != nil {
+		// The request also holds what may fail to convert (a protojson
+		// time, a raw header map): it is built, and left out if unread.
+		rf, ok := f.child(keyRequest)
+		if kvs[n][1], err = b.request(a, ac.Request, ov, rf, !ok); err != nil {
 			return nil, err
 		}
 		kvs[n][0] = keyRequest
-		n++
+		n = n + boolInt(ok)
 	}
 	var ext []extEntry
 	if ov != nil {
 		ext = ov.ext
 	}
-	if len(ac.ContextExtensions) > 0 || len(ext) > 0 {
+	if (len(ac.ContextExtensions) > 0 || len(ext) > 0) && f.has(keyContextExtensions) {
 		kvs[n] = [2]*ast.Term{keyContextExtensions, contextExtensions(a, ac.ContextExtensions, ext)}
 		n++
 	}
 	if ac.MetadataContext != nil {
-		if kvs[n][1], err = b.metadata(a, ac.MetadataContext); err != nil {
-			return nil, err
+		// Metadata may fail to convert: it is converted even when unread
+		// (converting the plugin's way cannot fail).
+		if mf, ok := f.child(keyMetadataContext); ok || b.enc == EncodingProtoJSON || len(ac.MetadataContext.TypedFilterMetadata) > 0 {
+			if kvs[n][1], err = b.metadata(a, ac.MetadataContext, mf); err != nil {
+				return nil, err
+			}
+			kvs[n][0] = keyMetadataContext
+			n = n + boolInt(ok)
 		}
-		kvs[n][0] = keyMetadataContext
-		n++
 	}
 	if ac.RouteMetadataContext != nil {
-		if kvs[n][1], err = b.metadata(a, ac.RouteMetadataContext); err != nil {
-			return nil, err
+		if mf, ok := f.child(keyRouteMetadataContext); ok || b.enc == EncodingProtoJSON || len(ac.RouteMetadataContext.TypedFilterMetadata) > 0 {
+			if kvs[n][1], err = b.metadata(a, ac.RouteMetadataContext, mf); err != nil {
+				return nil, err
+			}
+			kvs[n][0] = keyRouteMetadataContext
+			n = n + boolInt(ok)
 		}
-		kvs[n][0] = keyRouteMetadataContext
-		n++
 	}
-	if ac.TlsSession != nil {
+	if ac.TlsSession != nil && f.has(keyTLSSession) {
 		var sni [1][2]*ast.Term
 		m := 0
 		if ac.TlsSession.Sni != "" {
@@ -281,55 +321,78 @@ func (b *InputBuilder) attributes(a *arena, ac *authv3.AttributeContext, ov *ove
 	return a.object(kvs[:n]...), nil
 }
 
-func (b *InputBuilder) peer(a *arena, p *authv3.AttributeContext_Peer) (*ast.Term, error) {
+func (b *InputBuilder) peer(a *arena, p *authv3.AttributeContext_Peer, f *fieldSet) (*ast.Term, error) {
 	var kvs [5][2]*ast.Term
 	n := 0
 	if p.Address != nil {
-		t, err := b.address(a, p.Address)
-		if err != nil {
-			return nil, err
+		if af, ok := f.child(keyAddress); ok || mayFail(p.Address) {
+			t, err := b.address(a, p.Address, af)
+			if err != nil {
+				return nil, err
+			}
+			kvs[n] = [2]*ast.Term{keyAddress, t}
+			n = n + boolInt(ok)
 		}
-		kvs[n] = [2]*ast.Term{keyAddress, t}
-		n++
 	}
-	if p.Service != "" {
+	if p.Service != "" && f.has(keyService) {
 		kvs[n] = [2]*ast.Term{keyService, a.str(p.Service)}
 		n++
 	}
-	if len(p.Labels) > 0 {
+	if len(p.Labels) > 0 && f.has(keyLabels) {
 		kvs[n] = [2]*ast.Term{keyLabels, stringMap(a, p.Labels)}
 		n++
 	}
-	if p.Principal != "" {
+	if p.Principal != "" && f.has(keyPrincipal) {
 		kvs[n] = [2]*ast.Term{keyPrincipal, a.str(p.Principal)}
 		n++
 	}
-	if p.Certificate != "" {
+	if p.Certificate != "" && f.has(keyCertificate) {
 		kvs[n] = [2]*ast.Term{keyCertificate, a.str(p.Certificate)}
 		n++
 	}
 	return a.object(kvs[:n]...), nil
 }
 
-func (b *InputBuilder) address(a *arena, addr *corev3.Address) (*ast.Term, error) {
+// mayFail reports an address converted by reflection (pipes and internal
+// addresses), whose conversion is checked even when unread.
+func mayFail(addr *corev3.Address) bool {
+	switch addr.GetAddress().(type) {
+	case nil, *corev3.Address_SocketAddress:
+		return false
+	}
+	return true
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (b *InputBuilder) address(a *arena, addr *corev3.Address, f *fieldSet) (*ast.Term, error) {
 	switch x := addr.Address.(type) {
 	case nil:
 		return ast.InternedEmptyObject, nil
 	case *corev3.Address_SocketAddress:
-		return a.object([2]*ast.Term{keySocketAddress, b.socketAddress(a, x.SocketAddress)}), nil
+		sf, ok := f.child(keySocketAddress)
+		if !ok {
+			return ast.InternedEmptyObject, nil
+		}
+		return a.object([2]*ast.Term{keySocketAddress, b.socketAddress(a, x.SocketAddress, sf)}), nil
 	default:
 		// Pipes and internal addresses: rare enough for reflection.
 		return messageTerm(addr.ProtoReflect(), b.enc)
 	}
 }
 
-func (b *InputBuilder) socketAddress(a *arena, s *corev3.SocketAddress) *ast.Term {
+func (b *InputBuilder) socketAddress(a *arena, s *corev3.SocketAddress, f *fieldSet) *ast.Term {
 	if s == nil {
 		return ast.InternedEmptyObject
 	}
 	var kvs [6][2]*ast.Term
 	n := 0
-	if s.Protocol != 0 {
+	if s.Protocol != 0 && f.has(keyProtocol) {
 		t := intTerm(int64(s.Protocol))
 		if b.enc == EncodingProtoJSON {
 			if name, ok := corev3.SocketAddress_Protocol_name[int32(s.Protocol)]; ok {
@@ -339,61 +402,87 @@ func (b *InputBuilder) socketAddress(a *arena, s *corev3.SocketAddress) *ast.Ter
 		kvs[n] = [2]*ast.Term{keyProtocol, t}
 		n++
 	}
-	if s.Address != "" {
+	if s.Address != "" && f.has(keyAddress) {
 		kvs[n] = [2]*ast.Term{keyAddress, a.str(s.Address)}
 		n++
 	}
 	// A oneof member is present once chosen, even at its zero value.
 	switch ps := s.PortSpecifier.(type) {
 	case *corev3.SocketAddress_PortValue:
-		kvs[n] = [2]*ast.Term{keyPortValue, a.uint(uint64(ps.PortValue))}
-		n++
+		if f.has(keyPortValue) {
+			kvs[n] = [2]*ast.Term{keyPortValue, a.uint(uint64(ps.PortValue))}
+			n++
+		}
 	case *corev3.SocketAddress_NamedPort:
-		kvs[n] = [2]*ast.Term{keyNamedPort, a.str(ps.NamedPort)}
-		n++
+		if f.has(keyNamedPort) {
+			kvs[n] = [2]*ast.Term{keyNamedPort, a.str(ps.NamedPort)}
+			n++
+		}
 	}
-	if s.ResolverName != "" {
+	if s.ResolverName != "" && f.has(keyResolverName) {
 		kvs[n] = [2]*ast.Term{keyResolverName, a.str(s.ResolverName)}
 		n++
 	}
-	if s.Ipv4Compat {
+	if s.Ipv4Compat && f.has(keyIPv4Compat) {
 		kvs[n] = [2]*ast.Term{keyIPv4Compat, ast.InternedTerm(true)}
 		n++
 	}
-	if s.NetworkNamespaceFilepath != "" {
+	if s.NetworkNamespaceFilepath != "" && f.has(keyNetworkNamespace) {
 		kvs[n] = [2]*ast.Term{keyNetworkNamespace, a.str(s.NetworkNamespaceFilepath)}
 		n++
 	}
 	return a.object(kvs[:n]...)
 }
 
-func (b *InputBuilder) request(a *arena, r *authv3.AttributeContext_Request, ov *overrides) (*ast.Term, error) {
+// request converts the request, or when unread (checkOnly) only what may
+// fail to convert.
+func (b *InputBuilder) request(a *arena, r *authv3.AttributeContext_Request, ov *overrides, f *fieldSet, checkOnly bool) (*ast.Term, error) {
 	var kvs [2][2]*ast.Term
 	n := 0
 	if r.Time != nil {
-		t, err := timestampTerm(a, r.Time, b.enc)
-		if err != nil {
-			return nil, err
+		// Only the protojson encoding can fail to convert a time.
+		if ok := !checkOnly && f.has(keyTime); ok || b.enc == EncodingProtoJSON {
+			t, err := timestampTerm(a, r.Time, b.enc)
+			if err != nil {
+				return nil, err
+			}
+			kvs[n] = [2]*ast.Term{keyTime, t}
+			n = n + boolInt(ok)
 		}
-		kvs[n] = [2]*ast.Term{keyTime, t}
-		n++
 	}
 	if r.Http != nil {
-		t, err := b.http(a, r.Http, ov)
-		if err != nil {
-			return nil, err
+		hf, ok := f.child(keyHTTP)
+		ok = ok && !checkOnly
+		if ok || r.Http.HeaderMap != nil {
+			t, err := b.http(a, r.Http, ov, hf, !ok)
+			if err != nil {
+				return nil, err
+			}
+			kvs[n] = [2]*ast.Term{keyHTTP, t}
+			n = n + boolInt(ok)
 		}
-		kvs[n] = [2]*ast.Term{keyHTTP, t}
-		n++
+	}
+	if checkOnly {
+		return nil, nil
 	}
 	return a.object(kvs[:n]...), nil
 }
 
-func (b *InputBuilder) http(a *arena, h *authv3.AttributeContext_HttpRequest, ov *overrides) (*ast.Term, error) {
+// http converts the HTTP request, or when unread (checkOnly) only what may
+// fail to convert.
+func (b *InputBuilder) http(a *arena, h *authv3.AttributeContext_HttpRequest, ov *overrides, f *fieldSet, checkOnly bool) (*ast.Term, error) {
+	if checkOnly {
+		if h.HeaderMap != nil {
+			if _, err := b.headerMap(h.HeaderMap, ov); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	}
 	var kvs [13][2]*ast.Term
 	n := 0
 	str := func(k *ast.Term, v string) {
-		if v != "" {
+		if v != "" && f.has(k) {
 			kvs[n] = [2]*ast.Term{k, a.str(v)}
 			n++
 		}
@@ -405,23 +494,27 @@ func (b *InputBuilder) http(a *arena, h *authv3.AttributeContext_HttpRequest, ov
 	str(keyID, h.Id)
 	str(keyMethod, h.Method)
 	if len(h.Headers) > 0 {
-		kvs[n] = [2]*ast.Term{keyHeaders, b.headers(a, h.Headers, ov)}
-		n++
+		if hf, ok := f.child(keyHeaders); ok {
+			kvs[n] = [2]*ast.Term{keyHeaders, b.headers(a, h.Headers, ov, hf)}
+			n++
+		}
 	}
 	if h.HeaderMap != nil {
 		t, err := b.headerMap(h.HeaderMap, ov)
 		if err != nil {
 			return nil, err
 		}
-		kvs[n] = [2]*ast.Term{keyHeaderMap, t}
-		n++
+		if f.has(keyHeaderMap) {
+			kvs[n] = [2]*ast.Term{keyHeaderMap, t}
+			n++
+		}
 	}
 	str(keyPath, path)
 	str(keyHost, h.Host)
 	str(keyScheme, h.Scheme)
 	str(keyQuery, h.Query)
 	str(keyFragment, h.Fragment)
-	if h.Size != 0 {
+	if h.Size != 0 && f.has(keySize) {
 		var t *ast.Term
 		if b.enc == EncodingProtoJSON {
 			t = a.str(strconv.FormatInt(h.Size, 10))
@@ -433,7 +526,7 @@ func (b *InputBuilder) http(a *arena, h *authv3.AttributeContext_HttpRequest, ov
 	}
 	str(keyProtocol, h.Protocol)
 	str(keyBody, h.Body)
-	if len(h.RawBody) > 0 {
+	if len(h.RawBody) > 0 && f.has(keyRawBody) {
 		kvs[n] = [2]*ast.Term{keyRawBody, a.str(base64.StdEncoding.EncodeToString(h.RawBody))}
 		n++
 	}
@@ -442,10 +535,17 @@ func (b *InputBuilder) http(a *arena, h *authv3.AttributeContext_HttpRequest, ov
 
 // headers is the hot spot of the conversion: one object of typically 10-20
 // entries, its pairs on the stack.
-func (b *InputBuilder) headers(a *arena, h map[string]string, ov *overrides) *ast.Term {
+func (b *InputBuilder) headers(a *arena, h map[string]string, ov *overrides, f *fieldSet) *ast.Term {
 	var stack [32][2]*ast.Term
 	kvs := stack[:0]
 	switch {
+	case f != nil:
+		// The policy set reads these headers only (constant keys).
+		for k := range f.sub {
+			if v, ok := h[k]; ok && (b.keep == nil || hasKey(b.keep, k)) {
+				kvs = append(kvs, [2]*ast.Term{a.str(k), a.str(headerValue(k, v, ov))})
+			}
+		}
 	case b.keep == nil:
 		for k, v := range h {
 			kvs = append(kvs, [2]*ast.Term{a.str(k), a.str(headerValue(k, v, ov))})
@@ -464,6 +564,11 @@ func (b *InputBuilder) headers(a *arena, h map[string]string, ov *overrides) *as
 		}
 	}
 	return a.object(kvs...)
+}
+
+func hasKey(m map[string]struct{}, k string) bool {
+	_, ok := m[k]
+	return ok
 }
 
 func headerValue(k, v string, ov *overrides) string {
@@ -512,10 +617,12 @@ func pathHeaderValue(hv *corev3.HeaderValue, path string) *corev3.HeaderValue {
 	return out
 }
 
-func (b *InputBuilder) metadata(a *arena, m *corev3.Metadata) (*ast.Term, error) {
+func (b *InputBuilder) metadata(a *arena, m *corev3.Metadata, f *fieldSet) (*ast.Term, error) {
 	var kvs [2][2]*ast.Term
 	n := 0
-	if len(m.FilterMetadata) > 0 {
+	// Unread parts are converted all the same where that may fail (the
+	// protojson encoding of Struct, Any by reflection).
+	if ok := f.has(keyFilterMetadata); len(m.FilterMetadata) > 0 && (ok || b.enc == EncodingProtoJSON) {
 		var stack [8][2]*ast.Term
 		fm := stack[:0]
 		for k, s := range m.FilterMetadata {
@@ -531,15 +638,17 @@ func (b *InputBuilder) metadata(a *arena, m *corev3.Metadata) (*ast.Term, error)
 			fm = append(fm, [2]*ast.Term{a.str(k), t})
 		}
 		kvs[n] = [2]*ast.Term{keyFilterMetadata, a.object(fm...)}
-		n++
+		n = n + boolInt(ok)
 	}
 	if len(m.TypedFilterMetadata) > 0 {
 		t, err := mapTerm(fdTypedFilterMetadata, m.ProtoReflect().Get(fdTypedFilterMetadata).Map(), b.enc)
 		if err != nil {
 			return nil, err
 		}
-		kvs[n] = [2]*ast.Term{keyTypedFilterMetadata, t}
-		n++
+		if f.has(keyTypedFilterMetadata) {
+			kvs[n] = [2]*ast.Term{keyTypedFilterMetadata, t}
+			n++
+		}
 	}
 	return a.object(kvs[:n]...), nil
 }
@@ -613,6 +722,24 @@ func parsePathAndQuery(a *arena, path string) (*ast.Term, *ast.Term, error) {
 		kvs = append(kvs, [2]*ast.Term{a.str(k), a.array(vals)})
 	}
 	return parsedPath, a.object(kvs...), nil
+}
+
+// checkPathAndQuery fails where parsePathAndQuery fails, without building
+// anything: the path must unescape, the query must parse.
+func checkPathAndQuery(path string) error {
+	rawPath, rawQuery, _ := strings.Cut(path, "?")
+	if strings.IndexByte(rawPath, '%') >= 0 {
+		if _, err := url.PathUnescape(rawPath); err != nil {
+			return err
+		}
+	}
+	// url.ParseQuery fails only on a semicolon or a bad escape.
+	if strings.ContainsAny(rawQuery, ";%") {
+		if _, err := url.ParseQuery(rawQuery); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // errNoBoundary tells parseBody that a multipart body has no boundary,

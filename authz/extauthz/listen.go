@@ -76,10 +76,24 @@ func (s *Server) Listen(cfg ListenConfig) (*Endpoint, error) {
 			return nil, fmt.Errorf("extauthz: %w", err)
 		}
 	}
-	ep.grpc = grpc.NewServer(cfg.ServerOptions...)
+	ep.grpc = grpc.NewServer(append(defaultServerOptions(), cfg.ServerOptions...)...)
 	s.Register(ep.grpc)
 	reflection.Register(ep.grpc)
 	return ep, nil
+}
+
+// defaultServerOptions are Listen's gRPC server options, before
+// ListenConfig.ServerOptions (which may override them).
+//
+// Stream workers: by default grpc-go starts a goroutine per request, whose
+// stack starts small; a policy evaluation nests deep (OPA evaluates in
+// continuation-passing style), so every request grew a fresh stack several
+// times over, copying it each time. Workers are goroutines that serve
+// request after request and keep their grown stacks.
+func defaultServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.NumStreamWorkers(64),
+	}
 }
 
 // TCPAddr is the address of the TCP listener.

@@ -3,8 +3,8 @@
 #
 # Every module, generated or hand-written, lives in package garrison.authz so
 # that OPA's rule indexer sees all policies' rules together (CONTRACT section 3).
-# The library reads generated rules through <name>: a rule
-# that no module defines is then simply empty instead of a compile error.
+# The generated rules add to one partial set, facts, that the decision reads
+# (see "The decision" below).
 #
 # Semantics follow Istio's AuthorizationPolicy -> Envoy RBAC translation
 # (pilot/pkg/security/authz/model and matcher) so that Garrison decides as
@@ -51,20 +51,18 @@ num_trusted_proxies := n if {
 	is_number(n)
 } else := 0
 
-request_http := input.attributes.request.http
+request_method := input.attributes.request.http.method
 
-request_method := request_http.method
-
-request_host := request_http.host
+request_host := input.attributes.request.http.host
 
 # hosts match case-insensitively: the compiler lower-cases the values.
 request_host_lower := lower(request_host)
 
-request_headers := request_http.headers
+request_headers := input.attributes.request.http.headers
 
 # The path that policies match: without query or fragment, as Envoy's RBAC
 # url_path matcher sees it. The engine has already normalized it.
-request_path := regex.replace(request_http.path, `[?#].*`, "")
+request_path := regex.replace(input.attributes.request.http.path, `[?#].*`, "")
 
 # The TLS server name the client asked for (connection.sni).
 sni := input.attributes.tlsSession.sni
@@ -280,80 +278,168 @@ metadata_in(filter, key, _, lm) if {
 }
 
 # ---------------------------------------------------------------------------
-# The decision (CONTRACT section 5)
+# The decision (CONTRACT sections 4 and 5)
+#
+# Every generated rule adds to one partial set, facts: which policies apply
+# to the destination workload and which of their rules match. Evaluating it
+# evaluates only the rule bodies whose indexed tests (namespace, labels)
+# match the request, so the decision takes one indexed evaluation whatever
+# the number of policies. A fact is an array [rank, decision, origin...]:
+#
+#   rank  fact                                 array
+#    0    a CUSTOM rule matches                [0, null, kind, policy, rule, provider]
+#    1    a DENY rule matches                  [1, {denied decision}]
+#    2    an ALLOW rule matches                [2, {allowed decision}]
+#    3    an ALLOW policy applies              [3, NO_ALLOW_MATCH, kind, policy]
+#    4    a CUSTOM policy applies              [4, NO_POLICY, kind, policy, provider]
+#    5    another AuthorizationPolicy applies  [5, NO_POLICY, kind, policy]
+#         (DENY, AUDIT, or any dry-run policy)
+#    6    an ENFORCED legacy binding allows    [6, null, binding, kind, policy, role, rule, subject]
+#    7    legacy RBAC is ENFORCED here         [7, RBAC_DENIED, kind, policy, rule, mode]
+#    8    legacy RBAC is PERMISSIVE here       [8, NO_POLICY, kind, policy, rule, mode]
+#    9    an AUDIT rule matches                [9, NO_POLICY, kind, policy, rule]
+#   10    a dry-run rule matches               [10, NO_POLICY, action, kind, policy, rule]
+#   11    a PERMISSIVE legacy binding allows   [11, NO_POLICY, binding, kind, policy, role, rule, subject]
+#
+# Ranks follow Istio's order (CUSTOM, DENY, ALLOW, then legacy RBAC only for
+# workloads without an AuthorizationPolicy), and within a rank arrays compare
+# as the objects they stand for (by kind, policy, rule, ...), so the least
+# fact, min(facts), is what decides. Its decision (slot 1) is the whole
+# decision object, written into the generated rule head as a constant, so
+# the common case builds nothing: the least fact's decision, when nothing is
+# recorded (no fact of rank 9 or more). null marks the two facts whose
+# decision depends on other facts: a CUSTOM match (one provider or several)
+# and a legacy binding (RBAC enforced here or not).
 # ---------------------------------------------------------------------------
 
-# The generated rules are read by path (data.garrison.authz.<name>): one that
-# no module defines is then undefined, which makes "count(...) > 0" fail,
-# instead of a compile error. Evaluating one evaluates only the rule bodies
-# whose indexed tests (namespace, labels) match the request.
-
-# first picks a deterministic element of a set of matches.
-first(s) := sort(s)[0]
-
-# verdict builds a decision naming the match that decided it (its policy,
-# kind and rule, whichever it has: a decision is never left undefined).
-verdict(allowed, reason, m) := object.union(
-	{"allowed": allowed, "status": status_of(allowed), "reason": reason},
-	object.filter(m, ["policy", "kind", "rule"]),
-)
-
-status_of(true) := 200
-
-status_of(false) := 403
-
-# The DENY / ALLOW / legacy RBAC outcome: what the request gets when no CUSTOM
-# policy matches, or when the CUSTOM provider let it through.
-enforced := verdict(false, "denied", first(data.garrison.authz.deny_matches)) if {
-	count(data.garrison.authz.deny_matches) > 0
-} else := verdict(true, "allowed", first(data.garrison.authz.allow_matches)) if {
-	count(data.garrison.authz.allow_matches) > 0
-} else := {"allowed": false, "status": 403, "reason": "no-allow-match"} if {
-	# ALLOW policies apply and none matched (spec: {} lands here).
-	count(data.garrison.authz.allow_policies) > 0
-} else := legacy if {
-	# Istio 1.4+: a workload with any AuthorizationPolicy ignores legacy RBAC.
-	not data.garrison.authz.v1beta1_present
-	rbac_enforced
-} else := {"allowed": true, "status": 200, "reason": "no-policy"}
-
-# Legacy RBAC enforces for this workload (ENFORCED somewhere in its scope).
-rbac_enforced if {
-	some e in data.garrison.authz.rbac_enforced_for
-	e.enforcement == "ENFORCED"
-}
-
-# Legacy RBAC where it is enforced: deny unless a binding grants access.
-legacy := verdict(true, "rbac-allowed", first(data.garrison.authz.rbac_allow_matches)) if {
-	count(data.garrison.authz.rbac_allow_matches) > 0
-} else := {"allowed": false, "status": 403, "reason": "rbac-denied"}
-
-# The outcome, CUSTOM first.
-outcome := enforced if {
-	not data.garrison.authz.custom_matches
-} else := enforced if {
-	count(data.garrison.authz.custom_matches) == 0
-} else := verdict(false, "custom-conflict", first(data.garrison.authz.custom_matches)) if {
-	# Istio supports one extension provider per workload: when the CUSTOM
-	# policies that apply name several, it denies the requests their rules
-	# match instead of asking any provider (builder golden custom-bad-out).
-	count({p.provider | some p in data.garrison.authz.custom_policies}) > 1
-} else := object.union(verdict(false, "custom", m), {
-	"custom": {"provider": m.provider, "policy": m.policy},
-	"after_custom": enforced,
-}) if {
-	m := first(data.garrison.authz.custom_matches)
-}
-
-# What is recorded but never decides.
-recorded["dry_run"] := sort(data.garrison.authz.dry_run_matches) if count(data.garrison.authz.dry_run_matches) > 0
-
-recorded["audit"] := sort(data.garrison.authz.audit_matches) if count(data.garrison.authz.audit_matches) > 0
-
-recorded["rbac_permissive"] := sort(data.garrison.authz.rbac_permissive_matches) if count(data.garrison.authz.rbac_permissive_matches) > 0
+# The library adds no fact of its own: this rule's test never holds (context
+# extensions are strings) and OPA's rule index never evaluates it. It makes
+# facts an empty set, not undefined, when no policy is compiled.
+facts contains [] if input.attributes.contextExtensions["garrison.io/namespace"] == null
 
 # The decision the engine queries.
-decision := object.union(outcome, recorded)
+decision := d if {
+	fs := facts
+	m := min(fs)
+	d := m[1]
+	d != null
+	max(fs)[0] < 9
+} else := {"allowed": true, "status": 200, "reason": "no-policy"} if {
+	count(facts) == 0
+} else := object.union(outcome(facts), recorded(facts))
+
+# outcome is the decision of a set of facts, CUSTOM first.
+outcome(fs) := custom_outcome(fs, m) if {
+	m := min(fs)
+	m[0] == 0
+} else := enforced(fs)
+
+# enforced is the DENY / ALLOW / legacy RBAC outcome: what the request gets
+# when no CUSTOM rule matches, or when the CUSTOM provider let it through.
+enforced(fs) := d if {
+	d := min(fs)[1]
+	d != null
+} else := {"allowed": true, "status": 200, "reason": "rbac-allowed", "policy": m[4], "kind": m[3], "rule": m[6]} if {
+	# No AuthorizationPolicy applies (ranks 3-5 would be less), an
+	# ENFORCED binding allows, and RBAC is enforced for the workload.
+	m := min(fs)
+	m[0] == 6
+	some f in fs
+	f[0] == 7
+} else := {"allowed": true, "status": 200, "reason": "no-policy"}
+
+# A CUSTOM rule matches (m). Istio supports one extension provider per
+# workload: when the CUSTOM policies that apply name several, it denies the
+# requests their rules match instead of asking any provider (builder golden
+# custom-bad-out). Otherwise the provider decides, and after_custom is what
+# applies when it allows.
+custom_outcome(fs, m) := {"allowed": false, "status": 403, "reason": "custom-conflict", "policy": m[3], "kind": m[2], "rule": m[4]} if {
+	count({f[4] | some f in fs; f[0] == 4}) > 1
+} else := {
+	"allowed": false, "status": 403, "reason": "custom",
+	"policy": m[3], "kind": m[2], "rule": m[4],
+	"custom": {"provider": m[5], "policy": m[3]},
+	"after_custom": enforced({f | some f in fs; f[0] > 0}),
+}
+
+# What is recorded but never decides: sorted, present only when not empty.
+recorded(fs) := {name: r |
+	some name, rank in {"audit": 9, "dry_run": 10, "rbac_permissive": 11}
+	r := sort([record(f) | some f in fs; f[0] == rank])
+	count(r) > 0
+}
+
+record(f) := {"policy": f[3], "kind": f[2], "rule": f[4]} if f[0] == 9
+
+record(f) := {"policy": f[4], "kind": f[3], "rule": f[5], "action": f[2]} if f[0] == 10
+
+record(f) := {"policy": f[4], "kind": f[3], "binding": f[2], "role": f[5], "rule": f[6], "subject": f[7]} if f[0] in {6, 11}
+
+# ---------------------------------------------------------------------------
+# The facts by kind, as CONTRACT section 4 names them: for explain, tests and
+# `opa eval`. The decision never reads them.
+# ---------------------------------------------------------------------------
+
+custom_matches contains {"policy": f[3], "kind": f[2], "rule": f[4], "provider": f[5]} if {
+	some f in fact_list
+	f[0] == 0
+}
+
+deny_matches contains object.filter(f[1], ["policy", "kind", "rule"]) if {
+	some f in fact_list
+	f[0] == 1
+}
+
+allow_matches contains object.filter(f[1], ["policy", "kind", "rule"]) if {
+	some f in fact_list
+	f[0] == 2
+}
+
+allow_policies contains {"policy": f[3], "kind": f[2]} if {
+	some f in fact_list
+	f[0] == 3
+}
+
+custom_policies contains {"policy": f[3], "kind": f[2], "provider": f[4]} if {
+	some f in fact_list
+	f[0] == 4
+}
+
+# Any AuthorizationPolicy applies: Istio 1.4+ then ignores legacy RBAC.
+v1beta1_present if {
+	some f in fact_list
+	f[0] in {3, 4, 5}
+}
+
+rbac_allow_matches contains record(f) if {
+	some f in fact_list
+	f[0] == 6
+}
+
+rbac_enforced_for contains {"policy": f[3], "kind": f[2], "rule": f[4], "mode": f[5], "enforcement": enforcement} if {
+	some f in fact_list
+	some rank, enforcement in {7: "ENFORCED", 8: "PERMISSIVE"}
+	f[0] == rank
+}
+
+audit_matches contains record(f) if {
+	some f in fact_list
+	f[0] == 9
+}
+
+dry_run_matches contains record(f) if {
+	some f in fact_list
+	f[0] == 10
+}
+
+rbac_permissive_matches contains record(f) if {
+	some f in fact_list
+	f[0] == 11
+}
+
+# facts as a list of untyped elements, so that the views above may read
+# slots that the compiled policy set happens to generate no fact with.
+fact_list := sort(facts)
 
 # ---------------------------------------------------------------------------
 # The response opa-envoy-plugin sends back to Envoy

@@ -5,17 +5,13 @@
 # 1 rule; within a rule: any from, any to, all when.
 package garrison.authz
 
-# Any AuthorizationPolicy that applies makes Istio ignore legacy RBAC for the workload.
-v1beta1_present if {
-	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
-}
-
-# An ALLOW policy applies: a request no ALLOW rule matches is denied.
-allow_policies contains {"policy": "foo/allow-all", "kind": "AuthorizationPolicy"} if {
+# The policy applies: a request that no ALLOW rule matches is denied (no-allow-match),
+# and legacy RBAC is ignored for the workload.
+facts contains [3, {"allowed": false, "status": 403, "reason": "no-allow-match"}, "AuthorizationPolicy", "foo/allow-all"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 }
 
 # rule 0: empty, matches every request
-allow_matches contains {"policy": "foo/allow-all", "kind": "AuthorizationPolicy", "rule": 0} if {
+facts contains [2, {"allowed": true, "status": 200, "reason": "allowed", "policy": "foo/allow-all", "kind": "AuthorizationPolicy", "rule": 0}] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 }

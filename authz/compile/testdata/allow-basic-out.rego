@@ -5,29 +5,23 @@
 # 1 rule; within a rule: any from, any to, all when.
 package garrison.authz
 
-# Any AuthorizationPolicy that applies makes Istio ignore legacy RBAC for the workload.
-v1beta1_present if {
-	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
-	input.attributes.contextExtensions["garrison.io/label/app"] == "httpbin"
-	input.attributes.contextExtensions["garrison.io/label/version"] == "v1"
-}
-
-# An ALLOW policy applies: a request no ALLOW rule matches is denied.
-allow_policies contains {"policy": "foo/httpbin-viewers", "kind": "AuthorizationPolicy"} if {
+# The policy applies: a request that no ALLOW rule matches is denied (no-allow-match),
+# and legacy RBAC is ignored for the workload.
+facts contains [3, {"allowed": false, "status": 403, "reason": "no-allow-match"}, "AuthorizationPolicy", "foo/httpbin-viewers"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	input.attributes.contextExtensions["garrison.io/label/app"] == "httpbin"
 	input.attributes.contextExtensions["garrison.io/label/version"] == "v1"
 }
 
 # rule 0: from[0] principals; to[0] methods, paths
-allow_matches contains {"policy": "foo/httpbin-viewers", "kind": "AuthorizationPolicy", "rule": 0} if {
+facts contains [2, {"allowed": true, "status": 200, "reason": "allowed", "policy": "foo/httpbin-viewers", "kind": "AuthorizationPolicy", "rule": 0}] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	input.attributes.contextExtensions["garrison.io/label/app"] == "httpbin"
 	input.attributes.contextExtensions["garrison.io/label/version"] == "v1"
 	# from[0] principals ["cluster.local/ns/sleep/sa/sleep"]
 	source_principal == "cluster.local/ns/sleep/sa/sleep"
 	# to[0] methods ["GET", "HEAD"]
-	request_method in {"GET", "HEAD"}
+	input.attributes.request.http.method in {"GET", "HEAD"}
 	# to[0] paths ["/status/*", "/headers"]
 	regex.match("(?s)^(?:/headers|/status/.*)$", request_path)
 }

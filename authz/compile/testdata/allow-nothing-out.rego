@@ -5,12 +5,8 @@
 # No rules: the policy applies but matches no request.
 package garrison.authz
 
-# Any AuthorizationPolicy that applies makes Istio ignore legacy RBAC for the workload.
-v1beta1_present if {
-	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
-}
-
-# An ALLOW policy applies: a request no ALLOW rule matches is denied.
-allow_policies contains {"policy": "foo/allow-nothing", "kind": "AuthorizationPolicy"} if {
+# The policy applies: a request that no ALLOW rule matches is denied (no-allow-match),
+# and legacy RBAC is ignored for the workload.
+facts contains [3, {"allowed": false, "status": 403, "reason": "no-allow-match"}, "AuthorizationPolicy", "foo/allow-nothing"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 }

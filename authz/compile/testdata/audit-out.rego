@@ -5,14 +5,14 @@
 # 1 rule; within a rule: any from, any to, all when.
 package garrison.authz
 
-# Any AuthorizationPolicy that applies makes Istio ignore legacy RBAC for the workload.
-v1beta1_present if {
+# The policy applies: legacy RBAC is ignored for the workload.
+facts contains [5, {"allowed": true, "status": 200, "reason": "no-policy"}, "AuthorizationPolicy", "foo/audit-writes"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 }
 
 # rule 0: to[0] methods
-audit_matches contains {"policy": "foo/audit-writes", "kind": "AuthorizationPolicy", "rule": 0} if {
+facts contains [9, {"allowed": true, "status": 200, "reason": "no-policy"}, "AuthorizationPolicy", "foo/audit-writes", 0] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	# to[0] methods ["POST", "PUT", "DELETE"]
-	request_method in {"POST", "PUT", "DELETE"}
+	input.attributes.request.http.method in {"POST", "PUT", "DELETE"}
 }

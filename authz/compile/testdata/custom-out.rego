@@ -6,20 +6,15 @@
 # 1 rule; within a rule: any from, any to, all when.
 package garrison.authz
 
-# Any AuthorizationPolicy that applies makes Istio ignore legacy RBAC for the workload.
-v1beta1_present if {
-	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
-	input.attributes.contextExtensions["garrison.io/label/app"] == "httpbin"
-}
-
-# Istio allows one extension provider per workload: with several, what their rules match is denied.
-custom_policies contains {"policy": "foo/ext-authz", "kind": "AuthorizationPolicy", "provider": "my-ext-authz"} if {
+# The policy applies: Istio allows one extension provider per workload (with several,
+# what their rules match is denied), and legacy RBAC is ignored for the workload.
+facts contains [4, {"allowed": true, "status": 200, "reason": "no-policy"}, "AuthorizationPolicy", "foo/ext-authz", "my-ext-authz"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	input.attributes.contextExtensions["garrison.io/label/app"] == "httpbin"
 }
 
 # rule 0: to[0] paths
-custom_matches contains {"policy": "foo/ext-authz", "kind": "AuthorizationPolicy", "rule": 0, "provider": "my-ext-authz"} if {
+facts contains [0, null, "AuthorizationPolicy", "foo/ext-authz", 0, "my-ext-authz"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	input.attributes.contextExtensions["garrison.io/label/app"] == "httpbin"
 	# to[0] paths ["/admin/*"]

@@ -5,14 +5,14 @@
 # 1 rule; within a rule: any from, any to, all when.
 package garrison.authz
 
-# Any AuthorizationPolicy that applies makes Istio ignore legacy RBAC for the workload.
-v1beta1_present if {
+# The policy applies: legacy RBAC is ignored for the workload.
+facts contains [5, {"allowed": true, "status": 200, "reason": "no-policy"}, "AuthorizationPolicy", "foo/deny-all"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	input.attributes.contextExtensions["garrison.io/label/app"] == "httpbin"
 }
 
 # rule 0: empty, matches every request
-deny_matches contains {"policy": "foo/deny-all", "kind": "AuthorizationPolicy", "rule": 0} if {
+facts contains [1, {"allowed": false, "status": 403, "reason": "denied", "policy": "foo/deny-all", "kind": "AuthorizationPolicy", "rule": 0}] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	input.attributes.contextExtensions["garrison.io/label/app"] == "httpbin"
 }

@@ -6,13 +6,13 @@
 # 1 rule; within a rule: any from, any to, all when.
 package garrison.authz
 
-# Any AuthorizationPolicy that applies makes Istio ignore legacy RBAC for the workload.
-v1beta1_present if {
+# The policy applies: legacy RBAC is ignored for the workload.
+facts contains [5, {"allowed": true, "status": 200, "reason": "no-policy"}, "AuthorizationPolicy", "foo/dry-deny"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 }
 
 # rule 0: to[0] paths
-dry_run_matches contains {"policy": "foo/dry-deny", "kind": "AuthorizationPolicy", "rule": 0, "action": "DENY"} if {
+facts contains [10, {"allowed": true, "status": 200, "reason": "no-policy"}, "DENY", "AuthorizationPolicy", "foo/dry-deny", 0] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	# to[0] paths ["/deny"]
 	request_path == "/deny"

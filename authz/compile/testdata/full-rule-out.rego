@@ -5,20 +5,15 @@
 # 2 rules, any of which matches; within a rule: any from, any to, all when.
 package garrison.authz
 
-# Any AuthorizationPolicy that applies makes Istio ignore legacy RBAC for the workload.
-v1beta1_present if {
-	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
-	input.attributes.contextExtensions["garrison.io/label/app"] == "httpbin"
-}
-
-# An ALLOW policy applies: a request no ALLOW rule matches is denied.
-allow_policies contains {"policy": "foo/full", "kind": "AuthorizationPolicy"} if {
+# The policy applies: a request that no ALLOW rule matches is denied (no-allow-match),
+# and legacy RBAC is ignored for the workload.
+facts contains [3, {"allowed": false, "status": 403, "reason": "no-allow-match"}, "AuthorizationPolicy", "foo/full"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	input.attributes.contextExtensions["garrison.io/label/app"] == "httpbin"
 }
 
 # rule 0: from[0] serviceAccounts, notServiceAccounts
-allow_matches contains {"policy": "foo/full", "kind": "AuthorizationPolicy", "rule": 0} if {
+facts contains [2, {"allowed": true, "status": 200, "reason": "allowed", "policy": "foo/full", "kind": "AuthorizationPolicy", "rule": 0}] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	input.attributes.contextExtensions["garrison.io/label/app"] == "httpbin"
 	# from[0] serviceAccounts ["my-ns/my-sa", "sa-only"]
@@ -28,7 +23,7 @@ allow_matches contains {"policy": "foo/full", "kind": "AuthorizationPolicy", "ru
 }
 
 # rule 1: from[0] principals, notPrincipals, requestPrincipals, notRequestPrincipals, namespaces, notNamespaces, ipBlocks, notIpBlocks, remoteIpBlocks, notRemoteIpBlocks, trustDomains, notTrustDomains; to[0] hosts, notHosts, ports, notPorts, methods, notMethods, paths, notPaths; when 17 conditions
-allow_matches contains {"policy": "foo/full", "kind": "AuthorizationPolicy", "rule": 1} if {
+facts contains [2, {"allowed": true, "status": 200, "reason": "allowed", "policy": "foo/full", "kind": "AuthorizationPolicy", "rule": 1}] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	input.attributes.contextExtensions["garrison.io/label/app"] == "httpbin"
 	# from[0] principals ["principal", "principal-prefix-*", "*-suffix-principal", "*"]
@@ -44,7 +39,7 @@ allow_matches contains {"policy": "foo/full", "kind": "AuthorizationPolicy", "ru
 	# from[0] notNamespaces ["not-ns"]
 	not principal_in({"regex": "^.*/ns/(?:not-ns)/.*$"})
 	# from[0] ipBlocks ["1.2.3.4", "5.6.0.0/16"]
-	ip_in(source_ip, ["1.2.3.4/32", "5.6.0.0/16"])
+	ip_in(input.attributes.source.address.socketAddress.address, ["1.2.3.4/32", "5.6.0.0/16"])
 	# from[0] notIpBlocks ["9.0.0.1"]
 	not source_ip_in(["9.0.0.1/32"])
 	# from[0] remoteIpBlocks ["1.2.3.4", "2001:db8::/32"]
@@ -56,15 +51,15 @@ allow_matches contains {"policy": "foo/full", "kind": "AuthorizationPolicy", "ru
 	# from[0] notTrustDomains ["untrusted"]
 	not trust_domain_in({"exact": {"untrusted"}})
 	# to[0] hosts ["exact.com", "*.suffix.com", "prefix.*", "*"]
-	request_host_lower != ""
+	lower(input.attributes.request.http.host) != ""
 	# to[0] notHosts ["not-exact.com"]
 	not host_in({"exact": {"not-exact.com"}})
 	# to[0] ports ["80", "90"]
-	destination_port in {80, 90}
+	input.attributes.destination.address.socketAddress.portValue in {80, 90}
 	# to[0] notPorts ["8000"]
 	not port_in([8000])
 	# to[0] methods ["GET", "PO*", "*T", "*"]
-	request_method != ""
+	input.attributes.request.http.method != ""
 	# to[0] notMethods ["DELETE"]
 	not method_in({"exact": {"DELETE"}})
 	# to[0] paths ["/exact", "/prefix/*", "*/suffix", "*", "/path/template/{*}", "/{**}/path/template"]
@@ -72,13 +67,13 @@ allow_matches contains {"policy": "foo/full", "kind": "AuthorizationPolicy", "ru
 	# to[0] notPaths ["/admin*"]
 	not path_in({"prefix": ["/admin"]})
 	# when request.headers[X-Header] values ["header", "header-prefix-*", "*-suffix-header", "*"]
-	is_string(request_headers["x-header"])
+	is_string(input.attributes.request.http.headers["x-header"])
 	# when request.headers[X-Header] notValues ["not-header"]
 	not header_in("x-header", {"exact": {"not-header"}})
 	# when request.experimental.inline.headers[Accept] values ["text/html"]
 	inline_header_in("accept", {"exact": {"text/html"}})
 	# when source.ip values ["10.10.10.10", "192.168.10.0/24"]
-	ip_in(source_ip, ["10.10.10.10/32", "192.168.10.0/24"])
+	ip_in(input.attributes.source.address.socketAddress.address, ["10.10.10.10/32", "192.168.10.0/24"])
 	# when source.ip notValues ["90.10.10.10"]
 	not source_ip_in(["90.10.10.10/32"])
 	# when remote.ip values ["10.10.10.10"]
@@ -102,13 +97,13 @@ allow_matches contains {"policy": "foo/full", "kind": "AuthorizationPolicy", "ru
 	# when request.auth.claims[nested1][nested2] values ["nested"]
 	claim_in(["nested1", "nested2"], {"exact": {"nested"}})
 	# when destination.ip values ["10.10.10.10"]
-	net.cidr_contains("10.10.10.10/32", destination_ip)
+	net.cidr_contains("10.10.10.10/32", input.attributes.destination.address.socketAddress.address)
 	# when destination.port values ["91", "92"]
-	destination_port in {91, 92}
+	input.attributes.destination.address.socketAddress.portValue in {91, 92}
 	# when destination.port notValues ["9001"]
 	not port_in([9001])
 	# when connection.sni values ["*.suffix.com"]
-	endswith(sni, ".suffix.com")
+	endswith(input.attributes.tlsSession.sni, ".suffix.com")
 	# when experimental.envoy.filters.a.b[c] values ["exact", "[listed]"]
 	metadata_in("envoy.filters.a.b", "c", {"exact": {"exact"}}, {"exact": {"listed"}})
 }

@@ -5,63 +5,59 @@
 # 2 rules, any of which matches; within a rule: any from, any to, all when.
 package garrison.authz
 
-# Any AuthorizationPolicy that applies makes Istio ignore legacy RBAC for the workload.
-v1beta1_present if {
-	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
-}
-
-# An ALLOW policy applies: a request no ALLOW rule matches is denied.
-allow_policies contains {"policy": "foo/cross", "kind": "AuthorizationPolicy"} if {
+# The policy applies: a request that no ALLOW rule matches is denied (no-allow-match),
+# and legacy RBAC is ignored for the workload.
+facts contains [3, {"allowed": false, "status": 403, "reason": "no-allow-match"}, "AuthorizationPolicy", "foo/cross"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 }
 
 # rule 0: from[0] namespaces; from[1] ipBlocks; to[0] methods; to[1] ports; when request.headers[x-env]
 # rule 0, from[0] x to[0]
-allow_matches contains {"policy": "foo/cross", "kind": "AuthorizationPolicy", "rule": 0} if {
+facts contains [2, {"allowed": true, "status": 200, "reason": "allowed", "policy": "foo/cross", "kind": "AuthorizationPolicy", "rule": 0}] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	# from[0] namespaces ["a"]
 	regex.match("^.*/ns/(?:a)/.*$", source_principal)
 	# to[0] methods ["GET"]
-	request_method == "GET"
+	input.attributes.request.http.method == "GET"
 	# when request.headers[x-env] values ["prod"]
-	request_headers["x-env"] == "prod"
+	input.attributes.request.http.headers["x-env"] == "prod"
 }
 
 # rule 0, from[0] x to[1]
-allow_matches contains {"policy": "foo/cross", "kind": "AuthorizationPolicy", "rule": 0} if {
+facts contains [2, {"allowed": true, "status": 200, "reason": "allowed", "policy": "foo/cross", "kind": "AuthorizationPolicy", "rule": 0}] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	# from[0] namespaces ["a"]
 	regex.match("^.*/ns/(?:a)/.*$", source_principal)
 	# to[1] ports ["9000"]
-	destination_port == 9000
+	input.attributes.destination.address.socketAddress.portValue == 9000
 	# when request.headers[x-env] values ["prod"]
-	request_headers["x-env"] == "prod"
+	input.attributes.request.http.headers["x-env"] == "prod"
 }
 
 # rule 0, from[1] x to[0]
-allow_matches contains {"policy": "foo/cross", "kind": "AuthorizationPolicy", "rule": 0} if {
+facts contains [2, {"allowed": true, "status": 200, "reason": "allowed", "policy": "foo/cross", "kind": "AuthorizationPolicy", "rule": 0}] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	# from[1] ipBlocks ["10.0.0.0/8"]
-	net.cidr_contains("10.0.0.0/8", source_ip)
+	net.cidr_contains("10.0.0.0/8", input.attributes.source.address.socketAddress.address)
 	# to[0] methods ["GET"]
-	request_method == "GET"
+	input.attributes.request.http.method == "GET"
 	# when request.headers[x-env] values ["prod"]
-	request_headers["x-env"] == "prod"
+	input.attributes.request.http.headers["x-env"] == "prod"
 }
 
 # rule 0, from[1] x to[1]
-allow_matches contains {"policy": "foo/cross", "kind": "AuthorizationPolicy", "rule": 0} if {
+facts contains [2, {"allowed": true, "status": 200, "reason": "allowed", "policy": "foo/cross", "kind": "AuthorizationPolicy", "rule": 0}] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	# from[1] ipBlocks ["10.0.0.0/8"]
-	net.cidr_contains("10.0.0.0/8", source_ip)
+	net.cidr_contains("10.0.0.0/8", input.attributes.source.address.socketAddress.address)
 	# to[1] ports ["9000"]
-	destination_port == 9000
+	input.attributes.destination.address.socketAddress.portValue == 9000
 	# when request.headers[x-env] values ["prod"]
-	request_headers["x-env"] == "prod"
+	input.attributes.request.http.headers["x-env"] == "prod"
 }
 
 # rule 1: to[0] paths
-allow_matches contains {"policy": "foo/cross", "kind": "AuthorizationPolicy", "rule": 1} if {
+facts contains [2, {"allowed": true, "status": 200, "reason": "allowed", "policy": "foo/cross", "kind": "AuthorizationPolicy", "rule": 1}] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	# to[0] paths ["/healthz"]
 	request_path == "/healthz"

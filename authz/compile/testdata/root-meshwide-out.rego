@@ -5,13 +5,13 @@
 # 1 rule; within a rule: any from, any to, all when.
 package garrison.authz
 
-# Any AuthorizationPolicy that applies makes Istio ignore legacy RBAC for the workload.
-v1beta1_present if {
+# The policy applies: legacy RBAC is ignored for the workload.
+facts contains [5, {"allowed": true, "status": 200, "reason": "no-policy"}, "AuthorizationPolicy", "istio-system/mesh-deny-plaintext"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"]
 }
 
 # rule 0: from[0] notPrincipals
-deny_matches contains {"policy": "istio-system/mesh-deny-plaintext", "kind": "AuthorizationPolicy", "rule": 0} if {
+facts contains [1, {"allowed": false, "status": 403, "reason": "denied", "policy": "istio-system/mesh-deny-plaintext", "kind": "AuthorizationPolicy", "rule": 0}] if {
 	input.attributes.contextExtensions["garrison.io/namespace"]
 	# from[0] notPrincipals ["*"]
 	not principal_in({"nonempty": true})

@@ -5,14 +5,14 @@
 # 1 rule; within a rule: any from, any to, all when.
 package garrison.authz
 
-# Any AuthorizationPolicy that applies makes Istio ignore legacy RBAC for the workload.
-v1beta1_present if {
+# The policy applies: legacy RBAC is ignored for the workload.
+facts contains [5, {"allowed": true, "status": 200, "reason": "no-policy"}, "AuthorizationPolicy", "istio-system/ingress-jwt"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"]
 	input.attributes.contextExtensions["garrison.io/label/istio"] == "ingressgateway"
 }
 
 # rule 0: from[0] notRequestPrincipals
-deny_matches contains {"policy": "istio-system/ingress-jwt", "kind": "AuthorizationPolicy", "rule": 0} if {
+facts contains [1, {"allowed": false, "status": 403, "reason": "denied", "policy": "istio-system/ingress-jwt", "kind": "AuthorizationPolicy", "rule": 0}] if {
 	input.attributes.contextExtensions["garrison.io/namespace"]
 	input.attributes.contextExtensions["garrison.io/label/istio"] == "ingressgateway"
 	# from[0] notRequestPrincipals ["*"]

@@ -5,18 +5,14 @@
 # 1 rule; within a rule: any from, any to, all when.
 package garrison.authz
 
-# Any AuthorizationPolicy that applies makes Istio ignore legacy RBAC for the workload.
-v1beta1_present if {
-	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
-}
-
-# An ALLOW policy applies: a request no ALLOW rule matches is denied.
-allow_policies contains {"policy": "foo/aliases", "kind": "AuthorizationPolicy"} if {
+# The policy applies: a request that no ALLOW rule matches is denied (no-allow-match),
+# and legacy RBAC is ignored for the workload.
+facts contains [3, {"allowed": false, "status": 403, "reason": "no-allow-match"}, "AuthorizationPolicy", "foo/aliases"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 }
 
 # rule 0: from[0] principals; when source.principal
-allow_matches contains {"policy": "foo/aliases", "kind": "AuthorizationPolicy", "rule": 0} if {
+facts contains [2, {"allowed": true, "status": 200, "reason": "allowed", "policy": "foo/aliases", "kind": "AuthorizationPolicy", "rule": 0}] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	# from[0] principals ["cluster.local/ns/foo/sa/a", "*/ns/foo/sa/b", "other/ns/foo/sa/c"]
 	regex.match("(?s)^(?:td1/ns/foo/sa/a|cluster\\.local/ns/foo/sa/a|old-td/ns/foo/sa/a|other/ns/foo/sa/c|.*/ns/foo/sa/b)$", source_principal)

@@ -13,7 +13,7 @@ package garrison.authz
 
 # RBAC is on for every workload but those of the excluded namespaces ["kube-system", "legacy"] and those
 # whose every service is excluded ["health.foo.svc.cluster.local"] (a workload of no service stays under RBAC).
-rbac_enforced_for contains {"policy": "default", "kind": "ClusterRbacConfig", "rule": 0, "mode": "ON_WITH_EXCLUSION", "enforcement": "PERMISSIVE"} if {
+facts contains [8, {"allowed": true, "status": 200, "reason": "no-policy"}, "ClusterRbacConfig", "default", 0, "ON_WITH_EXCLUSION"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] != ""
 	not input.attributes.contextExtensions["garrison.io/namespace"] in {"kube-system", "legacy"}
 	legacy_rbac_unexcluded_service
@@ -45,13 +45,13 @@ legacy_role_rule["foo/all"] contains 0
 # rbac.istio.io/v1alpha1, compiled with the semantics of Istio 1.4/1.5. Do not edit.
 package garrison.authz
 
-# The RBAC config's enforcementMode is PERMISSIVE: evaluated and logged in
-# rbac_permissive_matches, never decides.
+# The RBAC config's enforcementMode is PERMISSIVE: evaluated and logged in the decision's
+# rbac_permissive, never decides.
 # Grants ServiceRole "foo/all" (testdata/legacy/exclusion-permissive-in.yaml:13) to 1 subject(s), in namespace "foo".
 # A request matches when one rule of the role and one subject match (Istio ORs them independently).
 
 # The binding applies to the workloads of its own namespace.
-rbac_permissive_matches contains {"policy": "foo/all", "kind": "ServiceRoleBinding", "binding": "foo/all", "role": "foo/all", "rule": rule, "subject": subject} if {
+facts contains [11, {"allowed": true, "status": 200, "reason": "no-policy"}, "foo/all", "ServiceRoleBinding", "foo/all", "foo/all", rule, subject] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	some rule in legacy_role_rule["foo/all"]
 	some subject in legacy_subject["foo/all"]

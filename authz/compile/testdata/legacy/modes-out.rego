@@ -12,18 +12,18 @@ package garrison.authz
 # Mode ON_WITH_INCLUSION, enforcementMode ENFORCED: the one RBAC config of the mesh.
 
 # Included namespace "foo".
-rbac_enforced_for contains {"policy": "default", "kind": "ClusterRbacConfig", "rule": 0, "mode": "ON_WITH_INCLUSION", "enforcement": "ENFORCED"} if {
+facts contains [7, {"allowed": false, "status": 403, "reason": "rbac-denied"}, "ClusterRbacConfig", "default", 0, "ON_WITH_INCLUSION"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 }
 
 # Included service "productpage.bar.svc.cluster.local".
-rbac_enforced_for contains {"policy": "default", "kind": "ClusterRbacConfig", "rule": 0, "mode": "ON_WITH_INCLUSION", "enforcement": "ENFORCED"} if {
+facts contains [7, {"allowed": false, "status": 403, "reason": "rbac-denied"}, "ClusterRbacConfig", "default", 0, "ON_WITH_INCLUSION"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "bar"
 	"productpage.bar.svc.cluster.local" in legacy_services
 }
 
 # Included service "db.example.com".
-rbac_enforced_for contains {"policy": "default", "kind": "ClusterRbacConfig", "rule": 0, "mode": "ON_WITH_INCLUSION", "enforcement": "ENFORCED"} if {
+facts contains [7, {"allowed": false, "status": 403, "reason": "rbac-denied"}, "ClusterRbacConfig", "default", 0, "ON_WITH_INCLUSION"] if {
 	"db.example.com" in legacy_services
 }
 
@@ -53,7 +53,7 @@ package garrison.authz
 # A request matches when one rule of the role and one subject match (Istio ORs them independently).
 
 # The binding applies to the workloads of its own namespace.
-rbac_allow_matches contains {"policy": "foo/viewer", "kind": "ServiceRoleBinding", "binding": "foo/viewer", "role": "foo/viewer", "rule": rule, "subject": subject} if {
+facts contains [6, null, "foo/viewer", "ServiceRoleBinding", "foo/viewer", "foo/viewer", rule, subject] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	some rule in legacy_role_rule["foo/viewer"]
 	some subject in legacy_subject["foo/viewer"]

@@ -11,6 +11,6 @@ package garrison.authz
 # Mode ON, enforcementMode ENFORCED: the one RBAC config of the mesh.
 
 # RBAC is on for every workload.
-rbac_enforced_for contains {"policy": "istio-system/default", "kind": "RbacConfig", "rule": 0, "mode": "ON", "enforcement": "ENFORCED"} if {
+facts contains [7, {"allowed": false, "status": 403, "reason": "rbac-denied"}, "RbacConfig", "istio-system/default", 0, "ON"] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] != ""
 }

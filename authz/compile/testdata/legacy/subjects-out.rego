@@ -26,7 +26,7 @@ package garrison.authz
 # A request matches when one rule of the role and one subject match (Istio ORs them independently).
 
 # The binding applies to the workloads of its own namespace.
-rbac_allow_matches contains {"policy": "foo/everyone", "kind": "ServiceRoleBinding", "binding": "foo/everyone", "role": "istio-system/reader", "rule": rule, "subject": subject} if {
+facts contains [6, null, "foo/everyone", "ServiceRoleBinding", "foo/everyone", "istio-system/reader", rule, subject] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	some rule in legacy_role_rule["istio-system/reader"]
 	some subject in legacy_subject["foo/everyone"]
@@ -83,7 +83,7 @@ legacy_subject["foo/everyone"] contains 3 if {
 # rbac.istio.io/v1alpha1, compiled with the semantics of Istio 1.4/1.5. Do not edit.
 package garrison.authz
 
-# Mode PERMISSIVE: evaluated and logged in rbac_permissive_matches, never decides.
+# Mode PERMISSIVE: evaluated and logged in the decision's rbac_permissive, never decides.
 # Grants its 1 inline action(s) to 1 subject(s), in namespace "foo".
 # A request matches when one rule of the role and one subject match (Istio ORs them independently).
 
@@ -96,7 +96,7 @@ legacy_role_rule["inline:foo/shadow"] contains 0 if {
 }
 
 # The binding applies to the workloads of its own namespace.
-rbac_permissive_matches contains {"policy": "foo/shadow", "kind": "ServiceRoleBinding", "binding": "foo/shadow", "role": "inline:foo/shadow", "rule": rule, "subject": subject} if {
+facts contains [11, {"allowed": true, "status": 200, "reason": "no-policy"}, "foo/shadow", "ServiceRoleBinding", "foo/shadow", "inline:foo/shadow", rule, subject] if {
 	input.attributes.contextExtensions["garrison.io/namespace"] == "foo"
 	some rule in legacy_role_rule["inline:foo/shadow"]
 	some subject in legacy_subject["foo/shadow"]
