@@ -43,6 +43,18 @@ fuzz:
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
 
+## bench-load: cmd/garrison-bench against `garrison serve` at BENCH_POLICIES policies, and
+## against opa-envoy-plugin with the same policies compiled to a bundle when bin/opa-envoy-plugin
+## exists (make peers): throughput, p50/p99 latency, server CPU per Check, Garrison/peer ratios.
+## Never part of the default test run. BENCH_FLAGS adds flags (garrison-bench -h), e.g. -bare.
+BENCH_POLICIES ?= 10,1000,10000
+BENCH_DURATION ?= 10s
+BENCH_FLAGS    ?=
+bench-load: build
+	$(GO) build -o bin/garrison-bench ./cmd/garrison-bench
+	./bin/garrison-bench -garrison bin/garrison -opa-envoy-plugin bin/opa-envoy-plugin \
+		-policies $(BENCH_POLICIES) -d $(BENCH_DURATION) $(BENCH_FLAGS)
+
 ## peers: build the independent implementations Garrison is compared with
 ## (conformance/peers, a module of its own): bin/opa-envoy-plugin.
 peers:

@@ -66,6 +66,29 @@ func (f *fieldSet) has(key *ast.Term) bool {
 	return ok
 }
 
+// restrictTerm is what f reads of t: an object keeps the keys f reads,
+// each restricted in turn; any other value is read whole (only string keys
+// can be constant path elements, and they select object fields only).
+func restrictTerm(t *ast.Term, f *fieldSet) *ast.Term {
+	if f == nil || f.all {
+		return t
+	}
+	obj, ok := t.Value.(ast.Object)
+	if !ok {
+		return t
+	}
+	var kvs [][2]*ast.Term
+	obj.Foreach(func(k, v *ast.Term) {
+		if _, isString := k.Value.(ast.String); !isString {
+			return
+		}
+		if c, ok := f.child(k); ok {
+			kvs = append(kvs, [2]*ast.Term{k, restrictTerm(v, c)})
+		}
+	})
+	return ast.ObjectTerm(kvs...)
+}
+
 // InputPaths returns the paths of the input that the compiled policy set
 // can read: for every ref to input in its rules, the ref's leading
 // constant string keys (input.attributes.request.http.method reads

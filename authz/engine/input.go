@@ -162,9 +162,6 @@ var (
 	keyFilterMetadata       = ast.StringTerm("filterMetadata")
 	keyTypedFilterMetadata  = ast.StringTerm("typedFilterMetadata")
 	keySNI                  = ast.StringTerm("sni")
-	keyKey                  = ast.StringTerm("key")
-	keyValue                = ast.StringTerm("value")
-	keyRawValue             = ast.StringTerm("rawValue")
 	keySeconds              = ast.StringTerm("seconds")
 	keyNanos                = ast.StringTerm("nanos")
 
@@ -238,12 +235,14 @@ func (b *InputBuilder) build(req *authv3.CheckRequest, ov *overrides) (ast.Value
 	return ast.NewObject(kvs[:n]...), nil
 }
 
-// keep adds key: v at kvs[n] when f reads key, and returns the new length.
+// keep adds key: v (what f reads of it) at kvs[n] when f reads key, and
+// returns the new length.
 func keep(kvs [][2]*ast.Term, n int, f *fieldSet, key, v *ast.Term) int {
-	if !f.has(key) {
+	c, ok := f.child(key)
+	if !ok {
 		return n
 	}
-	kvs[n] = [2]*ast.Term{key, v}
+	kvs[n] = [2]*ast.Term{key, restrictTerm(v, c)}
 	return n + 1
 }
 
@@ -284,8 +283,8 @@ func (b *InputBuilder) attributes(a *arena, ac *authv3.AttributeContext, ov *ove
 	if ov != nil {
 		ext = ov.ext
 	}
-	if (len(ac.ContextExtensions) > 0 || len(ext) > 0) && f.has(keyContextExtensions) {
-		kvs[n] = [2]*ast.Term{keyContextExtensions, contextExtensions(a, ac.ContextExtensions, ext)}
+	if cf, ok := f.child(keyContextExtensions); ok && (len(ac.ContextExtensions) > 0 || len(ext) > 0) {
+		kvs[n] = [2]*ast.Term{keyContextExtensions, restrictTerm(contextExtensions(a, ac.ContextExtensions, ext), cf)}
 		n++
 	}
 	if ac.MetadataContext != nil {
@@ -308,10 +307,10 @@ func (b *InputBuilder) attributes(a *arena, ac *authv3.AttributeContext, ov *ove
 			n = n + boolInt(ok)
 		}
 	}
-	if ac.TlsSession != nil && f.has(keyTLSSession) {
+	if tf, ok := f.child(keyTLSSession); ac.TlsSession != nil && ok {
 		var sni [1][2]*ast.Term
 		m := 0
-		if ac.TlsSession.Sni != "" {
+		if ac.TlsSession.Sni != "" && tf.has(keySNI) {
 			sni[0] = [2]*ast.Term{keySNI, a.str(ac.TlsSession.Sni)}
 			m++
 		}
@@ -338,8 +337,8 @@ func (b *InputBuilder) peer(a *arena, p *authv3.AttributeContext_Peer, f *fieldS
 		kvs[n] = [2]*ast.Term{keyService, a.str(p.Service)}
 		n++
 	}
-	if len(p.Labels) > 0 && f.has(keyLabels) {
-		kvs[n] = [2]*ast.Term{keyLabels, stringMap(a, p.Labels)}
+	if lf, ok := f.child(keyLabels); ok && len(p.Labels) > 0 {
+		kvs[n] = [2]*ast.Term{keyLabels, restrictTerm(stringMap(a, p.Labels), lf)}
 		n++
 	}
 	if p.Principal != "" && f.has(keyPrincipal) {
@@ -382,7 +381,11 @@ func (b *InputBuilder) address(a *arena, addr *corev3.Address, f *fieldSet) (*as
 		return a.object([2]*ast.Term{keySocketAddress, b.socketAddress(a, x.SocketAddress, sf)}), nil
 	default:
 		// Pipes and internal addresses: rare enough for reflection.
-		return messageTerm(addr.ProtoReflect(), b.enc)
+		t, err := messageTerm(addr.ProtoReflect(), b.enc)
+		if err != nil {
+			return nil, err
+		}
+		return restrictTerm(t, f), nil
 	}
 }
 
@@ -446,7 +449,8 @@ func (b *InputBuilder) request(a *arena, r *authv3.AttributeContext_Request, ov 
 			if err != nil {
 				return nil, err
 			}
-			kvs[n] = [2]*ast.Term{keyTime, t}
+			tf, _ := f.child(keyTime)
+			kvs[n] = [2]*ast.Term{keyTime, restrictTerm(t, tf)}
 			n = n + boolInt(ok)
 		}
 	}
@@ -504,8 +508,8 @@ func (b *InputBuilder) http(a *arena, h *authv3.AttributeContext_HttpRequest, ov
 		if err != nil {
 			return nil, err
 		}
-		if f.has(keyHeaderMap) {
-			kvs[n] = [2]*ast.Term{keyHeaderMap, t}
+		if hf, ok := f.child(keyHeaderMap); ok {
+			kvs[n] = [2]*ast.Term{keyHeaderMap, restrictTerm(t, hf)}
 			n++
 		}
 	}
@@ -637,7 +641,8 @@ func (b *InputBuilder) metadata(a *arena, m *corev3.Metadata, f *fieldSet) (*ast
 			}
 			fm = append(fm, [2]*ast.Term{a.str(k), t})
 		}
-		kvs[n] = [2]*ast.Term{keyFilterMetadata, a.object(fm...)}
+		ff, _ := f.child(keyFilterMetadata)
+		kvs[n] = [2]*ast.Term{keyFilterMetadata, restrictTerm(a.object(fm...), ff)}
 		n = n + boolInt(ok)
 	}
 	if len(m.TypedFilterMetadata) > 0 {
@@ -645,8 +650,8 @@ func (b *InputBuilder) metadata(a *arena, m *corev3.Metadata, f *fieldSet) (*ast
 		if err != nil {
 			return nil, err
 		}
-		if f.has(keyTypedFilterMetadata) {
-			kvs[n] = [2]*ast.Term{keyTypedFilterMetadata, t}
+		if tf, ok := f.child(keyTypedFilterMetadata); ok {
+			kvs[n] = [2]*ast.Term{keyTypedFilterMetadata, restrictTerm(t, tf)}
 			n++
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	regolib "github.com/garrison-mesh/garrison/policies/rego"
 )
 
 func nanValue() float64 { return math.NaN() }
@@ -264,5 +266,138 @@ func TestInputDoesNotModifyRequest(t *testing.T) {
 	}
 	if !proto.Equal(before, req) {
 		t.Fatal("build modified the request")
+	}
+}
+
+// TestInputFields: with Fields, the input is the full input with only the
+// paths read (objects keep the keys on a path, other values stay whole),
+// and a request fails exactly when the full input fails.
+func TestInputFields(t *testing.T) {
+	library := libraryInputPaths(t)
+	for name, fields := range map[string][][]string{
+		"library":   library,
+		"nothing":   {},
+		"method":    {{"attributes", "request", "http", "method"}},
+		"one-hdr":   {{"attributes", "request", "http", "headers", "x-request-id"}, {"attributes", "request", "http", "headers", "absent"}},
+		"parsed":    {{"parsed_path"}, {"parsed_query", "q"}, {"parsed_body", "a"}},
+		"peers":     {{"attributes", "source", "address"}, {"attributes", "destination", "principal"}, {"attributes", "source", "labels", "app"}},
+		"metadata":  {{"attributes", "metadataContext", "filterMetadata", "istio_authn", "source.principal"}, {"attributes", "routeMetadataContext"}},
+		"time-tls":  {{"attributes", "request", "time", "seconds"}, {"attributes", "tlsSession", "sni"}, {"version"}},
+		"ext":       {{"attributes", "contextExtensions", "garrison.io/namespace"}},
+		"headermap": {{"attributes", "request", "http", "headerMap"}},
+	} {
+		for rname, req := range parityRequests() {
+			for _, enc := range encodings {
+				full, fullErr := NewInputBuilder(InputOptions{Encoding: enc}).Build(req)
+				got, gotErr := NewInputBuilder(InputOptions{Encoding: enc, Fields: fields}).Build(req)
+				if (gotErr != nil) != (fullErr != nil) {
+					t.Errorf("%s/%s/%v: error %v, full input's %v", name, rname, enc, gotErr, fullErr)
+					continue
+				}
+				if gotErr != nil {
+					continue
+				}
+				fj, err := ast.JSON(full)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := ast.InterfaceToValue(restrictJSON(fj, fields, nil))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := valueDiff("input", want, got); d != "" {
+					t.Errorf("%s/%s/%v: %s", name, rname, enc, d)
+				}
+			}
+		}
+	}
+}
+
+// restrictJSON keeps of x the paths under prefix: an object keeps the keys
+// some path continues with, anything else stays whole.
+func restrictJSON(x any, paths [][]string, prefix []string) any {
+	m, ok := x.(map[string]any)
+	if !ok {
+		return x
+	}
+	out := map[string]any{}
+	for k, v := range m {
+		p := append(slices.Clone(prefix), k)
+		whole, under := false, false
+		for _, q := range paths {
+			switch {
+			case len(q) <= len(p) && slices.Equal(q, p[:len(q)]):
+				whole = true
+			case len(q) > len(p) && slices.Equal(q[:len(p)], p):
+				under = true
+			}
+		}
+		switch {
+		case whole:
+			out[k] = v
+		case under:
+			out[k] = restrictJSON(v, paths, p)
+		}
+	}
+	return out
+}
+
+// libraryInputPaths are the input paths of the library and a policy using
+// every attribute.
+func libraryInputPaths(t *testing.T) [][]string {
+	t.Helper()
+	c := ast.NewCompiler()
+	mods := map[string]*ast.Module{}
+	for name, src := range regolib.Modules() {
+		mods[name] = ast.MustParseModuleWithOpts(src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	}
+	if c.Compile(mods); c.Failed() {
+		t.Fatal(c.Errors)
+	}
+	paths := InputPaths(c)
+	if paths == nil {
+		t.Fatal("the library reads the whole input")
+	}
+	has := func(p ...string) bool {
+		return slices.ContainsFunc(paths, func(q []string) bool { return slices.Equal(p, q) })
+	}
+	for _, p := range [][]string{
+		{"attributes", "contextExtensions"},
+		{"attributes", "request", "http", "headers"},
+		{"attributes", "request", "http", "path"},
+		{"attributes", "source", "principal"},
+		{"attributes", "metadataContext", "filterMetadata"},
+	} {
+		if !has(p...) {
+			t.Errorf("the library's input paths %v lack %v", paths, p)
+		}
+	}
+	for _, p := range [][]string{{"parsed_path"}, {"attributes", "request", "http"}, {"attributes", "request", "time"}} {
+		if has(p...) {
+			t.Errorf("the library reads %v", p)
+		}
+	}
+	return paths
+}
+
+func TestInputPathsWholeInput(t *testing.T) {
+	c := ast.NewCompiler()
+	mod := ast.MustParseModuleWithOpts("package x\n\nall := input\n\nk contains v if some v in input.attributes[_]\n",
+		ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if c.Compile(map[string]*ast.Module{"x.rego": mod}); c.Failed() {
+		t.Fatal(c.Errors)
+	}
+	if p := InputPaths(c); p != nil {
+		t.Errorf("a rule reads all of input, paths %v", p)
+	}
+	mod = ast.MustParseModuleWithOpts("package x\n\nk contains v if some v in input.attributes[_]\n\nm := input.a.b.c\n",
+		ast.ParserOptions{RegoVersion: ast.RegoV1})
+	c = ast.NewCompiler()
+	if c.Compile(map[string]*ast.Module{"x.rego": mod}); c.Failed() {
+		t.Fatal(c.Errors)
+	}
+	want := [][]string{{"a", "b", "c"}, {"attributes"}}
+	if p := InputPaths(c); !slices.EqualFunc(p, want, slices.Equal) {
+		t.Errorf("paths %v, want %v", p, want)
 	}
 }

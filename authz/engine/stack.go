@@ -7,9 +7,12 @@ package engine
 // on the stack: measured in `garrison serve` under load, 31% of the CPU of
 // a Check went to copystack. growStack grows the stack once, at the top of
 // Decide, where it is shallow and cheap to copy, to a size the evaluation
-// then rarely outgrows.
+// then rarely outgrows (BenchmarkDecideFreshGoroutine: a decision on a
+// fresh goroutine cost 92 µs of CPU without it, 50 µs with it).
 
-// evalStackBytes is how much stack growStack reserves.
+// evalStackBytes is how much stack growStack reserves. The frame is zeroed
+// on every call (about a microsecond for 32 KiB), which is why it is not
+// larger: a deeper evaluation then grows the stack once more.
 const evalStackBytes = 32 << 10
 
 //go:noinline
