@@ -13,7 +13,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	opametrics "github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
@@ -116,9 +115,6 @@ type policySet struct {
 	input        *InputBuilder
 	explainInput *InputBuilder
 	index        *workloadIndex // nil: no snapshot, nothing is derived
-
-	compiler *ast.Compiler
-	store    storage.Store
 }
 
 // New checks cfg and returns an engine with no policy set: Decide fails
@@ -321,9 +317,6 @@ func (e *Engine) prepare(ctx context.Context, res *compile.Result, snap *policie
 		explain:      explain,
 		input:        NewInputBuilder(InputOptions{Encoding: e.enc, Headers: res.Headers, Fields: InputPaths(compiler)}),
 		explainInput: NewInputBuilder(InputOptions{Encoding: e.enc, Headers: res.Headers}),
-
-		compiler: compiler,
-		store:    store,
 	}
 	if snap != nil {
 		ps.version = snap.Version()
@@ -388,7 +381,7 @@ func (e *Engine) Decide(ctx context.Context, req *authv3.CheckRequest) (*Decisio
 // a decision takes tens of microseconds and Decide reports its own.
 var (
 	evalNoMetrics = rego.EvalMetrics(opametrics.NoOp())
-	// neverCancelled stands in for a context that cannot be cancelled.
+	// evalNotCancelled stands in for a context that cannot be cancelled.
 	evalNotCancelled = rego.EvalExternalCancel(topdown.NewCancel())
 )
 

@@ -28,5 +28,7 @@
 //
 // Besides Check, the server registers the standard gRPC health service
 // (SERVING exactly when the Decider is Ready) and, when it owns the
-// grpc.Server (Listen), gRPC reflection.
+// grpc.Server (Listen), gRPC reflection. Listen's server reads CheckRequests
+// with a faster codec (codec.go) and serves from stream workers
+// (defaultServerOptions).
 package extauthz
