@@ -3,7 +3,7 @@ package compile
 import (
 	"context"
 	"fmt"
-	"strings"
+	"github.com/garrison-mesh/garrison/authz/internal/meshgen"
 	"testing"
 	"time"
 
@@ -13,53 +13,9 @@ import (
 	"github.com/garrison-mesh/garrison/policies"
 )
 
-// benchPolicies returns n AuthorizationPolicies spread over n/10 namespaces
-// (at least one): per namespace, an ALLOW policy per app (principals,
-// methods, paths, a header condition) and, every fifth, a DENY one, so that
-// each workload has a few policies of its own among all of them.
-func benchPolicies(n int) string {
-	var b strings.Builder
-	for i := range n {
-		ns, app := i/10, i%10
-		action := "ALLOW"
-		if i%5 == 4 {
-			action = "DENY"
-		}
-		fmt.Fprintf(&b, `apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: p%d
-  namespace: ns-%d
-spec:
-  selector:
-    matchLabels:
-      app: app-%d
-  action: %s
-  rules:
-  - from:
-    - source:
-        principals: ["cluster.local/ns/ns-%d/sa/client-*", "cluster.local/ns/shared/sa/gateway"]
-    - source:
-        namespaces: ["monitoring"]
-    to:
-    - operation:
-        methods: ["GET", "HEAD"]
-        paths: ["/api/v%d/*", "/healthz"]
-    when:
-    - key: request.headers[x-tenant]
-      values: ["tenant-%d"]
-  - to:
-    - operation:
-        paths: ["/public/*"]
----
-`, i, ns, app, action, ns, app, ns)
-	}
-	return b.String()
-}
-
 func benchSnapshot(b *testing.B, n int) *policies.Snapshot {
 	b.Helper()
-	rs, problems := policies.Parse("bench.yaml", []byte(benchPolicies(n)))
+	rs, problems := policies.Parse("bench.yaml", []byte(meshgen.AuthorizationPolicies(n, false)))
 	if err := problems.Err(); err != nil {
 		b.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"github.com/garrison-mesh/garrison/authz/internal/meshgen"
 	"strings"
 	"syscall"
 	"testing"
@@ -140,59 +141,6 @@ func BenchmarkNormalizePath(b *testing.B) {
 	}
 }
 
-// benchPolicies is n AuthorizationPolicies over n/10 namespaces, as
-// authz/compile's benchmark builds them: per namespace one policy per app
-// (app-0..app-9; principals, methods, paths, a header condition), every
-// fifth a DENY, plus a Deployment and Service per app, so that context
-// extensions can also be derived.
-func benchPolicies(n int) string {
-	var b strings.Builder
-	for i := range n {
-		ns, app := i/10, i%10
-		action := "ALLOW"
-		if i%5 == 4 {
-			action = "DENY"
-		}
-		fmt.Fprintf(&b, `apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: p%d
-  namespace: ns-%d
-spec:
-  selector:
-    matchLabels:
-      app: app-%d
-  action: %s
-  rules:
-  - from:
-    - source:
-        principals: ["cluster.local/ns/ns-%d/sa/client-*", "cluster.local/ns/shared/sa/gateway"]
-    - source:
-        namespaces: ["monitoring"]
-    to:
-    - operation:
-        methods: ["GET", "HEAD"]
-        paths: ["/api/v%d/*", "/healthz"]
-    when:
-    - key: request.headers[x-tenant]
-      values: ["tenant-%d"]
-  - to:
-    - operation:
-        paths: ["/public/*"]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: app-%d, namespace: ns-%d}
-spec:
-  template:
-    metadata: {labels: {app: app-%d}}
-    spec: {serviceAccountName: app-%d}
----
-`, i, ns, app, action, ns, app, ns, app, ns, app, app)
-	}
-	return b.String()
-}
-
 // benchRequest goes to workload app-3 of ns-0, which its ALLOW policy p3
 // allows, with 15 headers like realisticRequest.
 func benchRequest(withExtensions bool) *authv3.CheckRequest {
@@ -222,7 +170,7 @@ func benchRequest(withExtensions bool) *authv3.CheckRequest {
 // of the policy set, off the request path.
 func BenchmarkDecide(b *testing.B) {
 	for _, n := range []int{10, 1_000, 10_000} {
-		rs, problems := policies.Parse("bench.yaml", []byte(benchPolicies(n)))
+		rs, problems := policies.Parse("bench.yaml", []byte(meshgen.AuthorizationPolicies(n, true)))
 		if err := problems.Err(); err != nil {
 			b.Fatal(err)
 		}
@@ -295,7 +243,7 @@ func BenchmarkDecide(b *testing.B) {
 // call, as grpc-go runs a request without stream workers: the evaluation's
 // stack is grown from scratch every time (see growStack).
 func BenchmarkDecideFreshGoroutine(b *testing.B) {
-	rs, problems := policies.Parse("bench.yaml", []byte(benchPolicies(10)))
+	rs, problems := policies.Parse("bench.yaml", []byte(meshgen.AuthorizationPolicies(10, true)))
 	if err := problems.Err(); err != nil {
 		b.Fatal(err)
 	}
