@@ -529,28 +529,9 @@ func validateHTTPRoute(c *check, p FieldPath, h *networking.HTTPRoute, inDelegat
 		}
 		switch {
 		case h.Redirect != nil:
-			if len(h.Route) > 0 {
-				c.errorf(p.Field("route"), "a route cannot have both route and redirect")
-			}
-			if h.Fault != nil {
-				c.errorf(p.Field("fault"), "a route cannot have both fault and redirect")
-			}
-			if h.Rewrite != nil {
-				c.errorf(p.Field("rewrite"), "a route cannot have both rewrite and redirect")
-			}
-			if h.DirectResponse != nil {
-				c.errorf(p.Field("directResponse"), "a route cannot have both directResponse and redirect")
-			}
+			rejectBesideAction(c, p, "redirect", h, true)
 		case h.DirectResponse != nil:
-			if len(h.Route) > 0 {
-				c.errorf(p.Field("route"), "a route cannot have both route and directResponse")
-			}
-			if h.Fault != nil {
-				c.errorf(p.Field("fault"), "a route cannot have both fault and directResponse")
-			}
-			if h.Rewrite != nil {
-				c.errorf(p.Field("rewrite"), "a route cannot have both rewrite and directResponse")
-			}
+			rejectBesideAction(c, p, "directResponse", h, false)
 		case len(h.Route) == 0:
 			c.errorf(p, "an http route needs one of route, redirect, directResponse or delegate")
 		}
@@ -1153,6 +1134,26 @@ func validateTLSRoute(c *check, p FieldPath, t *networking.TLSRoute, vs *network
 		c.errorf(p.Field("route"), "a tls route needs at least one route destination")
 	}
 	validateRouteDestinations(c, p.Field("route"), t.Route)
+}
+
+// rejectBesideAction reports the fields that make no sense beside a route
+// that answers by itself (redirect or directResponse): Envoy would never
+// forward, so a destination, fault or rewrite is a mistake. withDirect also
+// rejects directResponse, for the redirect case.
+func rejectBesideAction(c *check, p FieldPath, action string, h *networking.HTTPRoute, withDirect bool) {
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"route", len(h.Route) > 0},
+		{"fault", h.Fault != nil},
+		{"rewrite", h.Rewrite != nil},
+		{"directResponse", withDirect && h.DirectResponse != nil},
+	} {
+		if f.set {
+			c.errorf(p.Field(f.name), "a route cannot have both %s and %s", f.name, action)
+		}
+	}
 }
 
 // l4Match is what TLS and TCP route matches have in common.

@@ -101,8 +101,8 @@ func (m *metrics) published(snap *policies.Snapshot) {
 	}
 	m.version.Set(float64(snap.Version()))
 	counts := map[string]int{}
-	for _, r := range snap.Resources() {
-		counts[r.Kind.String()]++
+	for gk, n := range snap.CountByKind() {
+		counts[gk.String()] = n
 	}
 	// A kind that is gone is deleted rather than left at its last value.
 	for kind := range m.kinds {
