@@ -20,6 +20,8 @@ import (
 	"slices"
 	"strings"
 
+	networking "istio.io/api/networking/v1alpha3"
+
 	"github.com/garrison-mesh/garrison/policies"
 	regolib "github.com/garrison-mesh/garrison/policies/rego"
 )
@@ -121,6 +123,7 @@ func Compile(snap *policies.Snapshot, opts Options) (*Result, error) {
 				"config": map[string]any{
 					"deny_body_details":   opts.DenyBodyDetails,
 					"num_trusted_proxies": opts.NumTrustedProxies,
+					"gateway_selectors":   gatewaySelectors(snap),
 				},
 			},
 		},
@@ -155,4 +158,40 @@ func Compile(snap *policies.Snapshot, opts Options) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// gatewaySelectors lists the distinct non-empty selectors of the snapshot's
+// Gateways, in a stable order. The library needs them for remote.ip when no
+// garrison.io/proxy context extension says whether the destination is a
+// gateway or a sidecar (their connection managers trust x-forwarded-for
+// differently). An empty selector would make every sidecar a gateway; Istio
+// applies such a Gateway to no sidecar either.
+func gatewaySelectors(snap *policies.Snapshot) []any {
+	type selector struct {
+		key    string // k=v pairs, sorted: identity and order
+		labels map[string]any
+	}
+	var sels []selector
+	for _, r := range snap.List(policies.KindGateway) {
+		gw, ok := policies.SpecAs[*networking.Gateway](r)
+		if !ok || len(gw.GetSelector()) == 0 {
+			continue
+		}
+		s := selector{labels: make(map[string]any, len(gw.GetSelector()))}
+		pairs := make([]string, 0, len(gw.GetSelector()))
+		for k, v := range gw.GetSelector() {
+			s.labels[k] = v
+			pairs = append(pairs, k+"="+v)
+		}
+		slices.Sort(pairs)
+		s.key = strings.Join(pairs, ",")
+		sels = append(sels, s)
+	}
+	slices.SortFunc(sels, func(a, b selector) int { return strings.Compare(a.key, b.key) })
+	sels = slices.CompactFunc(sels, func(a, b selector) bool { return a.key == b.key })
+	out := make([]any, 0, len(sels))
+	for _, s := range sels {
+		out = append(out, s.labels)
+	}
+	return out
 }

@@ -690,14 +690,16 @@ func contextExtensions(a *arena, m map[string]string, ext []extEntry) *ast.Term 
 // opa-envoy-plugin v1.15.2-envoy does: the path before "?" percent-decoded
 // and split on "/" after its leading slashes; the query by url.ParseQuery,
 // whose errors (a bad escape, a semicolon) fail the request there too.
+//
+// One difference: Envoy forwards a path with an invalid escape ("/a%zz")
+// as written and Istio matches it, so Garrison decides such a request,
+// where the plugin's url.PathUnescape fails it. Its parsed_path decodes
+// the valid escapes and keeps the invalid ones as written.
 func parsePathAndQuery(a *arena, path string) (*ast.Term, *ast.Term, error) {
 	rawPath, rawQuery, _ := strings.Cut(path, "?")
 	decoded := rawPath
 	if strings.IndexByte(rawPath, '%') >= 0 {
-		var err error
-		if decoded, err = url.PathUnescape(rawPath); err != nil {
-			return nil, nil, err
-		}
+		decoded = unescapePathLeniently(rawPath)
 	}
 	decoded = strings.TrimLeft(decoded, "/")
 	elems := a.elems(strings.Count(decoded, "/") + 1)
@@ -729,15 +731,28 @@ func parsePathAndQuery(a *arena, path string) (*ast.Term, *ast.Term, error) {
 	return parsedPath, a.object(kvs...), nil
 }
 
-// checkPathAndQuery fails where parsePathAndQuery fails, without building
-// anything: the path must unescape, the query must parse.
-func checkPathAndQuery(path string) error {
-	rawPath, rawQuery, _ := strings.Cut(path, "?")
-	if strings.IndexByte(rawPath, '%') >= 0 {
-		if _, err := url.PathUnescape(rawPath); err != nil {
-			return err
-		}
+// unescapePathLeniently is url.PathUnescape that keeps an invalid escape as
+// written instead of failing.
+func unescapePathLeniently(p string) string {
+	if s, err := url.PathUnescape(p); err == nil {
+		return s
 	}
+	b := make([]byte, 0, len(p))
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2]) {
+			b = append(b, unhex(p[i+1])<<4|unhex(p[i+2]))
+			i += 2
+			continue
+		}
+		b = append(b, p[i])
+	}
+	return string(b)
+}
+
+// checkPathAndQuery fails where parsePathAndQuery fails, without building
+// anything: the query must parse.
+func checkPathAndQuery(path string) error {
+	_, rawQuery, _ := strings.Cut(path, "?")
 	// url.ParseQuery fails only on a semicolon or a bad escape.
 	if strings.ContainsAny(rawQuery, ";%") {
 		if _, err := url.ParseQuery(rawQuery); err != nil {

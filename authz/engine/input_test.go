@@ -48,7 +48,6 @@ func TestInputParityErrorsAreThePlugins(t *testing.T) {
 		"multipart broken":            encodings,
 		"query semicolon":             encodings,
 		"query bad escape":            encodings,
-		"path bad escape":             encodings,
 	}
 	for name, req := range parityRequests() {
 		for _, enc := range encodings {

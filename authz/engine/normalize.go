@@ -27,11 +27,11 @@ var ErrInvalidPath = errors.New("invalid request path")
 //   - a path not starting with a slash gets one; slashes are not merged.
 //
 // This is the behaviour of the Chromium URL path canonicalizer that Envoy's
-// normalize_path runs (source/common/chromium_url), with one deliberate
-// difference the contract asks for: an invalid escape ("%", "%4", "%zz"),
-// which Chromium passes through, is rejected like %00, as opa-envoy-plugin
-// would reject it afterwards anyway (url.PathUnescape fails). Rejections
-// wrap ErrInvalidPath. An empty path is returned as is.
+// normalize_path runs (source/common/chromium_url), in one pass as Envoy
+// runs it: an invalid escape ("%", "%4", "%zz") is copied through as
+// written and the bytes after its "%" are read afresh, so "/a%%30" becomes
+// "/a%0" and Istio matches that. Only %00 and a NUL byte are refused; the
+// rejections wrap ErrInvalidPath. An empty path is returned as is.
 func NormalizePath(path string) (string, error) {
 	if path == "" || isNormalPath(path) {
 		return path, nil
@@ -71,7 +71,8 @@ func NormalizePath(path string) (string, error) {
 			out = append(out, '/')
 		case c == '%':
 			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
-				return "", fmt.Errorf("%w: invalid escape at byte %d", ErrInvalidPath, i)
+				out = append(out, '%')
+				continue
 			}
 			v := unhex(raw[i+1])<<4 | unhex(raw[i+2])
 			switch {

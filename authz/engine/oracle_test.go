@@ -108,10 +108,9 @@ func addPluginKeys(input map[string]any, req *authv3.CheckRequest) error {
 	input["version"] = map[string]any{"ext_authz": "v3", "encoding": "protojson"}
 
 	rawPath, rawQuery, _ := strings.Cut(h.GetPath(), "?")
-	decoded, err := url.PathUnescape(rawPath)
-	if err != nil {
-		return err
-	}
+	// The plugin's url.PathUnescape fails on an invalid escape; Garrison
+	// decodes the valid ones and keeps the rest (CONTRACT.md E1).
+	decoded := unescapePathLeniently(rawPath)
 	input["parsed_path"] = strings.Split(strings.TrimLeft(decoded, "/"), "/")
 	query, err := url.ParseQuery(rawQuery)
 	if err != nil {

@@ -33,18 +33,49 @@ destination_ip := input.attributes.destination.address.socketAddress.address
 
 destination_port := input.attributes.destination.address.socketAddress.portValue
 
-# Istio's remote.ip and remoteIpBlocks: the original client. With no trusted
-# proxies (Istio's default) that is the peer itself; with N trusted proxies it
-# is the N-th address from the right of x-forwarded-for, as Envoy's
-# xff_num_trusted_hops picks it, falling back to the peer when the header has
-# fewer entries.
+# Istio's remote.ip and remoteIpBlocks: the original client, as Envoy's
+# connection manager finds it with the settings Istio gives it.
+#   - A gateway (use_remote_address: true, xff_num_trusted_hops from
+#     gatewayTopology.numTrustedProxies): the peer itself, or with N trusted
+#     proxies the N-th address from the right of x-forwarded-for; the peer when
+#     the header has fewer entries or that entry is not an IP address.
+#   - A sidecar (use_remote_address: false, no trusted hops): the last
+#     (rightmost) address of x-forwarded-for, the peer when there is none or
+#     it is not an IP address.
 remote_ip := ip if {
+	is_gateway
 	n := num_trusted_proxies
 	n > 0
-	hops := [trim_space(h) | some h in split(request_headers["x-forwarded-for"], ",")]
+	hops := forwarded_for
 	count(hops) >= n
 	ip := hops[count(hops) - n]
+	is_ip(ip)
+} else := ip if {
+	not is_gateway
+	hops := forwarded_for
+	ip := hops[count(hops) - 1]
+	is_ip(ip)
 } else := source_ip
+
+forwarded_for := [trim_space(h) | some h in split(request_headers["x-forwarded-for"], ",")]
+
+# Whether the destination is a gateway (Istio's router proxy), whose
+# connection manager trusts x-forwarded-for differently from a sidecar's.
+# Garrison's xDS says which in garrison.io/proxy; without it, a workload that
+# a Gateway resource selects is a gateway (data.garrison.config.gateway_selectors,
+# non-empty selectors, matched in any namespace as Istio does by default).
+is_gateway if context_extensions["garrison.io/proxy"] == "gateway"
+
+is_gateway if {
+	not context_extensions["garrison.io/proxy"]
+	some selector in data.garrison.config.gateway_selectors
+	every key, value in selector {
+		context_extensions[concat("", ["garrison.io/label/", key])] == value
+	}
+}
+
+# An IPv4 or IPv6 address (Envoy ignores an x-forwarded-for entry that is not).
+is_ip(s) if net.cidr_is_valid(concat("/", [s, "32"]))
 
 num_trusted_proxies := n if {
 	n := data.garrison.config.num_trusted_proxies

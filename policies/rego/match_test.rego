@@ -85,14 +85,42 @@ test_jwt_from_principal_when_no_claims if {
 	authz.jwt_subject == "user-1" with input as r
 }
 
-test_remote_ip_default_is_source if {
-	authz.remote_ip == "10.0.0.1" with input as req
+# req's destination (app: httpbin) is a sidecar unless a Gateway selects it.
+gateway := {"gateway_selectors": [{"app": "httpbin"}]}
+
+test_remote_ip_sidecar_is_last_forwarded_for if {
+	authz.remote_ip == "198.51.100.7" with input as req
+	authz.remote_ip == "198.51.100.7" with input as req with data.garrison.config.num_trusted_proxies as 2
 }
 
-test_remote_ip_trusted_proxies if {
-	authz.remote_ip == "198.51.100.7" with input as req with data.garrison.config.num_trusted_proxies as 1
-	authz.remote_ip == "203.0.113.9" with input as req with data.garrison.config.num_trusted_proxies as 2
-	authz.remote_ip == "10.0.0.1" with input as req with data.garrison.config.num_trusted_proxies as 3
+test_remote_ip_sidecar_without_forwarded_for_is_source if {
+	r := json.patch(req, [{"op": "remove", "path": "/attributes/request/http/headers/x-forwarded-for"}])
+	authz.remote_ip == "10.0.0.1" with input as r
+}
+
+test_remote_ip_sidecar_ignores_an_entry_that_is_no_address if {
+	r := json.patch(req, [{"op": "replace", "path": "/attributes/request/http/headers/x-forwarded-for", "value": "198.51.100.7, unknown"}])
+	authz.remote_ip == "10.0.0.1" with input as r
+	r6 := json.patch(req, [{"op": "replace", "path": "/attributes/request/http/headers/x-forwarded-for", "value": "2001:db8::7"}])
+	authz.remote_ip == "2001:db8::7" with input as r6
+}
+
+test_remote_ip_gateway_default_is_source if {
+	authz.remote_ip == "10.0.0.1" with input as req with data.garrison.config as gateway
+}
+
+test_remote_ip_gateway_trusted_proxies if {
+	authz.remote_ip == "198.51.100.7" with input as req with data.garrison.config as object.union(gateway, {"num_trusted_proxies": 1})
+	authz.remote_ip == "203.0.113.9" with input as req with data.garrison.config as object.union(gateway, {"num_trusted_proxies": 2})
+	authz.remote_ip == "10.0.0.1" with input as req with data.garrison.config as object.union(gateway, {"num_trusted_proxies": 3})
+}
+
+test_gateway_from_the_proxy_extension if {
+	gw := json.patch(req, [{"op": "add", "path": "/attributes/contextExtensions/garrison.io~1proxy", "value": "gateway"}])
+	authz.is_gateway with input as gw
+	sc := json.patch(req, [{"op": "add", "path": "/attributes/contextExtensions/garrison.io~1proxy", "value": "sidecar"}])
+	not authz.is_gateway with input as sc with data.garrison.config as gateway
+	not authz.is_gateway with input as req with data.garrison.config as {"gateway_selectors": [{"app": "httpbin", "istio": "ingressgateway"}]}
 }
 
 # --- matchers -------------------------------------------------------------------
@@ -127,7 +155,7 @@ test_ip_in if {
 	not authz.ip_in("10.0.0.2", ["10.0.0.1/32"])
 	authz.ip_in("2001:db8::5", ["2001:db8::/32"])
 	not authz.ip_in("2001:db8::5", ["10.0.0.0/8"])
-	authz.remote_ip_in(["10.0.0.1/32"]) with input as req
+	authz.remote_ip_in(["198.51.100.7/32"]) with input as req
 	authz.destination_ip_in(["10.1.2.0/24"]) with input as req
 	not authz.destination_ip_in(["10.1.3.0/24"]) with input as req
 }

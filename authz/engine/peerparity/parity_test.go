@@ -29,10 +29,32 @@ func pluginInput(req *authv3.CheckRequest) (ast.Value, error) {
 	return ast.InterfaceToValue(m)
 }
 
+// invalidPathEscape: the path part of req has a "%" not followed by two hex
+// digits.
+func invalidPathEscape(req *authv3.CheckRequest) bool {
+	p, _, _ := strings.Cut(req.GetAttributes().GetRequest().GetHttp().GetPath(), "?")
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && (i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2])) {
+			return true
+		}
+	}
+	return false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
 func check(t *testing.T, req *authv3.CheckRequest) {
 	t.Helper()
 	want, wantErr := pluginInput(req)
 	got, gotErr := engine.NewInputBuilder(engine.InputOptions{Encoding: engine.EncodingPlugin}).Build(req)
+	if wantErr != nil && gotErr == nil && invalidPathEscape(req) {
+		// The one deliberate difference (CONTRACT.md E1): Envoy forwards
+		// a path with an invalid escape and Istio matches it, so the
+		// engine decides it where the plugin's url.PathUnescape fails.
+		return
+	}
 	if (wantErr != nil) != (gotErr != nil) {
 		t.Fatalf("plugin error %v, engine error %v", wantErr, gotErr)
 	}
