@@ -85,7 +85,16 @@ type Config struct {
 	// TrustDomain, when set, is the only trust domain whose destination
 	// principals context extensions are derived for. Default: any.
 	TrustDomain string
+	// DecisionCacheSize is how many decisions each policy set remembers by
+	// the input it evaluated (decisioncache.go). 0: DefaultDecisionCacheSize;
+	// negative: no cache. A policy set whose rules read the clock or call a
+	// nondeterministic builtin never caches.
+	DecisionCacheSize int
 }
+
+// DefaultDecisionCacheSize bounds the decision cache: about 16k entries of
+// a few hundred bytes of key each, a few megabytes.
+const DefaultDecisionCacheSize = 16384
 
 // Engine decides CheckRequests against the live compiled policy set. It is
 // safe for concurrent use.
@@ -97,6 +106,7 @@ type Engine struct {
 	metrics     *metrics
 	enc         Encoding
 	trustDomain string
+	cacheSize   int
 
 	live    atomic.Pointer[policySet]
 	running atomic.Bool
@@ -115,6 +125,9 @@ type policySet struct {
 	input        *InputBuilder
 	explainInput *InputBuilder
 	index        *workloadIndex // nil: no snapshot, nothing is derived
+	// cache remembers this set's decisions; nil when off or when the set
+	// is not cacheable.
+	cache *decisionCache
 }
 
 // New checks cfg and returns an engine with no policy set: Decide fails
@@ -146,7 +159,11 @@ func newEngine(cfg Config) (*Engine, error) {
 	if cfg.Encoding != EncodingPlugin && cfg.Encoding != EncodingProtoJSON {
 		return nil, fmt.Errorf("engine: unknown %v", cfg.Encoding)
 	}
+	if cfg.DecisionCacheSize == 0 {
+		cfg.DecisionCacheSize = DefaultDecisionCacheSize
+	}
 	e := &Engine{
+		cacheSize:   cfg.DecisionCacheSize,
 		compile:     cfg.Compile,
 		log:         cfg.Logger.With("component", "authz-engine"),
 		now:         cfg.Now,
@@ -318,6 +335,12 @@ func (e *Engine) prepare(ctx context.Context, res *compile.Result, snap *policie
 		input:        NewInputBuilder(InputOptions{Encoding: e.enc, Headers: res.Headers, Fields: InputPaths(compiler)}),
 		explainInput: NewInputBuilder(InputOptions{Encoding: e.enc, Headers: res.Headers}),
 	}
+	if cacheable(compiler) {
+		ps.cache = newDecisionCache(e.cacheSize)
+	} else if e.cacheSize > 0 {
+		e.log.Info("decision cache off for this policy set: a rule reads the clock or calls a nondeterministic builtin",
+			"version", res.SnapshotVersion)
+	}
 	if snap != nil {
 		ps.version = snap.Version()
 		ps.index = newWorkloadIndex(snap, e.trustDomain)
@@ -357,6 +380,19 @@ func (e *Engine) Decide(ctx context.Context, req *authv3.CheckRequest) (*Decisio
 	if early != nil {
 		return early, nil
 	}
+	var key *[]byte
+	if ps.cache != nil {
+		key = keyBuffers.Get().(*[]byte)
+		defer keyBuffers.Put(key)
+		*key = appendKey((*key)[:0], in.value)
+		if cached, ok := ps.cache.get(*key); ok {
+			e.metrics.cacheLookup(true)
+			d := *cached
+			in.annotate(&d, ps.version)
+			return &d, nil
+		}
+		e.metrics.cacheLookup(false)
+	}
 	rs, err := e.eval(ctx, ps.decide, in.value)
 	if err != nil {
 		return nil, fmt.Errorf("engine: policy version %d: %w", ps.version, err)
@@ -371,6 +407,10 @@ func (e *Engine) Decide(ctx context.Context, req *authv3.CheckRequest) (*Decisio
 	d, err := decisionFrom(t.Value)
 	if err != nil {
 		return nil, fmt.Errorf("engine: policy version %d: %w", ps.version, err)
+	}
+	if key != nil {
+		cached := *d // before annotate: the request's own part stays out
+		ps.cache.put(*key, &cached)
 	}
 	in.annotate(d, ps.version)
 	return d, nil

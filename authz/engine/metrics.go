@@ -13,6 +13,9 @@ type metrics struct {
 	compiles *prometheus.CounterVec
 	version  prometheus.Gauge
 	seconds  prometheus.Histogram
+	cache    *prometheus.CounterVec
+	hits     prometheus.Counter
+	misses   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -30,13 +33,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time to compile a snapshot to Rego and prepare its queries, successful or not.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
 		}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "garrison_authz_decision_cache_total",
+			Help: "Decisions looked up in the live policy set's decision cache, by result (hit: no evaluation).",
+		}, []string{"result"}),
 	}
+	m.hits = m.cache.WithLabelValues("hit")
+	m.misses = m.cache.WithLabelValues("miss")
 	// Both results exist from the start, so alerts on error work before
 	// the first failure.
 	m.compiles.WithLabelValues("success")
 	m.compiles.WithLabelValues("error")
 
-	cs := []prometheus.Collector{m.compiles, m.version, m.seconds}
+	cs := []prometheus.Collector{m.compiles, m.version, m.seconds, m.cache}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, done := range cs[:i] {
@@ -59,4 +68,15 @@ func (m *metrics) compiled(ok bool, version uint64, took time.Duration) {
 	}
 	m.compiles.WithLabelValues("success").Inc()
 	m.version.Set(float64(version))
+}
+
+func (m *metrics) cacheLookup(hit bool) {
+	if m == nil {
+		return
+	}
+	if hit {
+		m.hits.Inc()
+		return
+	}
+	m.misses.Inc()
 }
