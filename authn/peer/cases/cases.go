@@ -4,6 +4,7 @@
 // authn/peer; a conformance runner can feed the same files to any
 // implementation and compare its answers (see ../testdata/README.md).
 //
+//	# precedence.yaml
 //	- name: workload policy beats namespace policy
 //	  resources: |
 //	    apiVersion: security.istio.io/v1
