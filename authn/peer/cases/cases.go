@@ -155,7 +155,7 @@ func (c *Case) Snapshot(istioDir string) (*policies.Snapshot, error) {
 	for _, f := range c.IstioFiles {
 		data, err := os.ReadFile(filepath.Join(istioDir, f))
 		if err != nil {
-			return nil, fmt.Errorf("Istio data (shared/conformance/istio beside the repository): %w", err)
+			return nil, fmt.Errorf("reading Istio data (shared/conformance/istio beside the repository): %w", err)
 		}
 		more, p := policies.Parse(f, data)
 		rs, problems = append(rs, more...), append(problems, p...)
