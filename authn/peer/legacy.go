@@ -26,12 +26,16 @@ import (
 // MeshPolicy named "default". Target labels were never matched (Istio's
 // "TODO ... add support for authn policy label matching").
 //
-// Mode (1.4 authn plugin setupFilterChains and GetMutualTLS): the first
-// peer method that is mtls decides, STRICT when its mode is unset
-// (`- mtls:` or `- mtls: {}`); a policy with no mtls peer asks for no mTLS.
+// Mode (the v1alpha1 authn applier's GetMutualTLS and setupFilterChains,
+// pilot/pkg/networking/plugin/authn before 1.4, security/authn/v1alpha1
+// after): the first peer method that is mtls decides, STRICT when its mode
+// is unset (`- mtls:` or `- mtls: {}`); a policy with no mtls peer asks
+// for no mTLS.
 //
 // Coexistence with PeerAuthentication (Istio 1.5
-// pilot/pkg/security/authn/v1beta1/policy_applier.go, InboundFilterChain):
+// pilot/pkg/security/authn/v1beta1/policy_applier.go, InboundFilterChain;
+// its NewPolicyApplier takes the workload's PeerAuthentications and the
+// alpha Policy found for the service instance, as 1.4's factory did):
 //
 //	if a.consolidatedPeerPolicy == nil && a.hasAlphaMTLSPolicy {
 //		return a.alphaApplier.InboundFilterChain(...)
@@ -53,7 +57,10 @@ import (
 // built one inbound listener per endpoint port from the service instance
 // seen first, in registry order; Garrison makes that deterministic: among
 // the targeted services that pick the workload, by hostname, the first
-// service port whose target port is the port asked about decides.
+// service port whose target port is the port asked about decides. A port
+// no service lands on (Istio built no inbound listener for it) gets the
+// namespace Policy or the MeshPolicy, as every untargeted service port
+// does.
 
 // legacyIndex answers for workloads no PeerAuthentication applies to.
 type legacyIndex struct {
@@ -150,6 +157,7 @@ func newLegacyIndex(snap *policies.Snapshot) *legacyIndex {
 		}
 		n := ns(svc.Namespace)
 		ls := &legacyService{hostname: host, selector: svc.Selector}
+		behind := snap.WorkloadsOf(svc)
 		for _, sp := range svc.Ports {
 			lp := legacyPort{sp: sp, eff: n.def}
 			if e, scope, ok := legacyMatch(byHost[host], sp); ok {
@@ -159,10 +167,10 @@ func newLegacyIndex(snap *policies.Snapshot) *legacyIndex {
 				}
 				lp.eff = legacyDecide(e.r, scope, port, host)
 			}
-			if n, name := declaredTarget(sp); name == "" {
-				lp.targets = append(lp.targets, n)
+			if number, name := declaredTarget(sp); name == "" {
+				lp.targets = append(lp.targets, number)
 			}
-			for _, w := range snap.WorkloadsOf(svc) {
+			for _, w := range behind {
 				if t, ok := targetOf(w, sp); ok && !slices.Contains(lp.targets, t) {
 					lp.targets = append(lp.targets, t)
 				}

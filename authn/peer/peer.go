@@ -32,7 +32,7 @@ func (m *Modes) For(namespace string, labels map[string]string, port uint32) Eff
 	return m.lookup(namespace, labels, port, nil)
 }
 
-// ForWorkload is For for a workload of the snapshot. Legacy Policies
+// ForWorkload is For for a workload (not nil) of the snapshot. Legacy Policies
 // target service ports, and w's containers (or WorkloadEntry ports) say
 // exactly which of its ports a named target port is.
 func (m *Modes) ForWorkload(w *policies.Workload, port uint32) Effective {
