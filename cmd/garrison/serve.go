@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +34,8 @@ type serveFlags struct {
 	authzSocket    string
 	decisionLog    string
 	denyDetails    bool
+	decisionCache  int
+	gcPercent      int
 }
 
 func newServeCommand(logs *logFlags) *cobra.Command {
@@ -66,11 +69,26 @@ func newServeCommand(logs *logFlags) *cobra.Command {
 	fl.StringVar(&f.authzSocket, "authz-socket", "", "also serve ext_authz on this Unix socket, for an Envoy on the same machine")
 	fl.StringVar(&f.decisionLog, "decision-log", "", "write one JSON line per authorization decision to this file (- for standard output); empty: off")
 	fl.BoolVar(&f.denyDetails, "deny-details", true, "name the deciding policy and rule in deny responses")
+	fl.IntVar(&f.decisionCache, "authz-decision-cache", engine.DefaultDecisionCacheSize,
+		"decisions remembered per policy set, by what the policies read of a request (0: off); a new policy set starts empty")
+	fl.IntVar(&f.gcPercent, "gc-percent", defaultGCPercent,
+		"the Go garbage collector's target heap growth (as GOGC); a GOGC environment variable wins when set")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
 
+// defaultGCPercent trades memory for CPU: a Check allocates a few
+// kilobytes that die at once, while the live heap (compiled policies, the
+// decision cache) is large, so at Go's default of 100 the collector marks
+// that heap again every few thousand Checks. At 400 the server spent 69 µs
+// of CPU per Check instead of 76-90 µs (make bench-load, 1,000 policies),
+// for a peak heap of about five times the live one.
+const defaultGCPercent = 400
+
 func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(f.gcPercent)
+	}
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
@@ -100,9 +118,10 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 		Compile: func(snap *policies.Snapshot) (*compile.Result, error) {
 			return compile.Compile(snap, compile.Options{TrustDomain: f.trustDomain, DenyBodyDetails: f.denyDetails})
 		},
-		Logger:      log.With("component", "authz"),
-		Metrics:     reg,
-		TrustDomain: f.trustDomain,
+		Logger:            log.With("component", "authz"),
+		Metrics:           reg,
+		TrustDomain:       f.trustDomain,
+		DecisionCacheSize: cacheSize(f.decisionCache),
 	})
 	if err != nil {
 		return err
@@ -162,6 +181,14 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	}
 	log.Info("garrison stopped")
 	return nil
+}
+
+// cacheSize maps the flag's 0 (off) to the engine's negative size.
+func cacheSize(flag int) int {
+	if flag <= 0 {
+		return -1
+	}
+	return flag
 }
 
 // openDecisionLog opens the decision log destination: "" is off, "-" is
