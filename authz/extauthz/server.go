@@ -30,6 +30,14 @@ type Decider interface {
 	Ready() bool
 }
 
+// Delegator asks the extension provider a CUSTOM policy delegated to
+// (authz/provider). allowed means the provider let the request through;
+// resp is what Envoy should act on: the provider's denial, or on an allow
+// the header changes it asked for.
+type Delegator interface {
+	Delegate(ctx context.Context, provider string, req *authv3.CheckRequest) (allowed bool, resp *authv3.CheckResponse)
+}
+
 // DefaultMaskHeaders are the request headers whose values never reach the
 // decision log: they carry credentials.
 var DefaultMaskHeaders = []string{"authorization", "cookie", "proxy-authorization", "x-api-key"}
@@ -78,6 +86,9 @@ type Config struct {
 	DenyBodyDetails bool
 	// Now is the clock for latency and log timestamps. Default: time.Now.
 	Now func() time.Time
+	// Custom asks the extension providers of CUSTOM policies. Nil: a
+	// request a CUSTOM policy delegates is denied (no provider configured).
+	Custom Delegator
 }
 
 // Server implements envoy.service.auth.v3.Authorization.
@@ -85,6 +96,7 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
 	decider Decider
+	custom  Delegator
 	logger  *slog.Logger
 	now     func() time.Time
 	details bool
@@ -116,6 +128,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		decider: cfg.Decider,
+		custom:  cfg.Custom,
 		logger:  cfg.Logger,
 		now:     cfg.Now,
 		details: cfg.DenyBodyDetails,
@@ -180,7 +193,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	case dec.Custom != nil:
 		// Checked before Allowed: a CUSTOM decision is not the engine's to
 		// make, and until a provider answers, the request is denied.
-		resp, out, code = s.customUnavailable(dec), outcomeDeny, 403
+		resp, out, code = s.delegate(ctx, req, dec)
 	case dec.Allowed:
 		resp, out, code = respAllow, outcomeAllow, 200
 	default:
@@ -320,8 +333,45 @@ func denyBodyFor(dec *engine.Decision) string {
 	return denyBody + " by " + kind + " " + dec.Policy + " rule " + strconv.Itoa(dec.Rule)
 }
 
+// delegate asks the provider a CUSTOM policy named, as Istio's CUSTOM
+// action runs before its DENY and ALLOW policies: the provider's denial is
+// the answer; when it allows, the decision the policies give without the
+// CUSTOM rule (after_custom) is, with the provider's header changes on an
+// allow.
+func (s *Server) delegate(ctx context.Context, req *authv3.CheckRequest, dec *engine.Decision) (*authv3.CheckResponse, outcome, int) {
+	if s.custom == nil {
+		return s.customUnavailable(dec), outcomeDeny, 403
+	}
+	allowed, resp := s.custom.Delegate(ctx, dec.Custom.Provider, req)
+	if !allowed {
+		if resp == nil || resp.GetDeniedResponse() == nil {
+			resp = deniedResponse(403, denyBody, nil)
+		}
+		code := int(resp.GetDeniedResponse().GetStatus().GetCode())
+		if code == 0 {
+			code = 403
+		}
+		return resp, outcomeDeny, code
+	}
+	after := dec.AfterCustom
+	if after == nil {
+		// The library always states what applies after a CUSTOM allow;
+		// without it there is no decision to stand on.
+		s.engineFailed(errors.New("CUSTOM decision without after_custom"), s.now())
+		return respEvalFailed, outcomeError, 403
+	}
+	if !after.Allowed {
+		r, code := s.denied(after)
+		return r, outcomeDeny, code
+	}
+	if resp == nil || resp.GetOkResponse() == nil {
+		resp = respAllow
+	}
+	return resp, outcomeAllow, 200
+}
+
 // customUnavailable denies a request a CUSTOM policy delegated to an
-// extension provider: delegation is not wired yet, and failing open would
+// extension provider when no providers are configured: failing open would
 // let through exactly the requests an operator sent to a stricter check.
 func (s *Server) customUnavailable(dec *engine.Decision) *authv3.CheckResponse {
 	s.metrics.customUnavailable(dec.Custom.Provider)

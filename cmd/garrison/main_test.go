@@ -310,6 +310,19 @@ func TestServeRejectsMissingConfigDir(t *testing.T) {
 	}
 }
 
+func TestServeRejectsInvalidMeshConfig(t *testing.T) {
+	t.Parallel()
+	mesh := filepath.Join(t.TempDir(), "mesh.yaml")
+	if err := os.WriteFile(mesh, []byte("extensionProviders:\n- name: ext\n  envoyExtAuthzGrpc:\n    service: ext-authz\n    port: 0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runCLI(t, "serve", "--config", "../../deploy/examples/bookinfo", "--data-dir", t.TempDir(),
+		"--monitoring-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--mesh-config", mesh)
+	if code != 1 || !strings.Contains(errOut, "mesh.yaml:5") || !strings.Contains(errOut, "extensionProviders[0].envoyExtAuthzGrpc.port") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}
+
 // TestServeStopsOnSIGTERM runs the real binary, as an orchestrator would,
 // and stops it with SIGTERM.
 func TestServeStopsOnSIGTERM(t *testing.T) {

@@ -13,10 +13,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	meshconfig "istio.io/api/mesh/v1alpha1"
 
 	"github.com/garrison-mesh/garrison/authz/compile"
 	"github.com/garrison-mesh/garrison/authz/engine"
 	"github.com/garrison-mesh/garrison/authz/extauthz"
+	"github.com/garrison-mesh/garrison/authz/provider"
 	"github.com/garrison-mesh/garrison/cmd/internal/admin"
 	"github.com/garrison-mesh/garrison/policies"
 	"github.com/garrison-mesh/garrison/policies/source/file"
@@ -36,6 +38,7 @@ type serveFlags struct {
 	denyDetails    bool
 	decisionCache  int
 	gcPercent      int
+	meshConfig     string
 }
 
 func newServeCommand(logs *logFlags) *cobra.Command {
@@ -71,6 +74,8 @@ func newServeCommand(logs *logFlags) *cobra.Command {
 	fl.BoolVar(&f.denyDetails, "deny-details", true, "name the deciding policy and rule in deny responses")
 	fl.IntVar(&f.decisionCache, "authz-decision-cache", engine.DefaultDecisionCacheSize,
 		"decisions remembered per policy set, by what the policies read of a request (0: off); a new policy set starts empty")
+	fl.StringVar(&f.meshConfig, "mesh-config", "",
+		"Istio MeshConfig YAML (istiod's mesh.yaml); its extensionProviders are the services CUSTOM AuthorizationPolicies delegate to")
 	fl.IntVar(&f.gcPercent, "gc-percent", defaultGCPercent,
 		"the Go garbage collector's target heap growth (as GOGC); a GOGC environment variable wins when set")
 	_ = cmd.MarkFlagRequired("config")
@@ -126,6 +131,11 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	providers, err := loadProviders(f.meshConfig, reg, log)
+	if err != nil {
+		return fmt.Errorf("--mesh-config: %w", err)
+	}
+	defer providers.Close()
 	decisionLog, closeLog, err := openDecisionLog(f.decisionLog)
 	if err != nil {
 		return fmt.Errorf("--decision-log: %w", err)
@@ -137,6 +147,7 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 		Metrics:         reg,
 		DecisionLog:     decisionLog,
 		DenyBodyDetails: f.denyDetails,
+		Custom:          providers,
 	})
 	if err != nil {
 		return err
@@ -181,6 +192,32 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	}
 	log.Info("garrison stopped")
 	return nil
+}
+
+// loadProviders reads the extension providers of the MeshConfig file at
+// path; with no file there are none, and CUSTOM policies deny what they
+// match.
+func loadProviders(path string, reg prometheus.Registerer, log *slog.Logger) (*provider.Set, error) {
+	var mc *meshconfig.MeshConfig
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		var problems policies.Problems
+		mc, problems = policies.ParseMeshConfig(path, data)
+		for _, w := range problems.Warnings() {
+			log.Warn("mesh config", "problem", w.Error())
+		}
+		if errs := problems.Errors(); len(errs) > 0 {
+			return nil, errs
+		}
+	}
+	return provider.New(provider.Config{
+		Providers: mc.GetExtensionProviders(),
+		Logger:    log.With("component", "authz-provider"),
+		Metrics:   reg,
+	})
 }
 
 // cacheSize maps the flag's 0 (off) to the engine's negative size.
