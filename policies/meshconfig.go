@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"strconv"
 
-	meshconfig "istio.io/api/mesh/v1alpha1"
 	"gopkg.in/yaml.v3"
+	meshconfig "istio.io/api/mesh/v1alpha1"
 )
 
 // ParseMeshConfig reads Istio's MeshConfig as istiod reads its --meshConfig

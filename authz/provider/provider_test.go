@@ -333,7 +333,9 @@ func TestHTTPProvider(t *testing.T) {
 
 func TestNewRejectsBadProviders(t *testing.T) {
 	for name, p := range map[string]*meshconfig.MeshConfig_ExtensionProvider{
-		"status":      grpcProviderConfig("a", "x", 1, func(g *meshconfig.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationGrpcProvider) { g.StatusOnError = "teapot" }),
+		"status": grpcProviderConfig("a", "x", 1, func(g *meshconfig.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationGrpcProvider) {
+			g.StatusOnError = "teapot"
+		}),
 		"path prefix": {Name: "b", Provider: &meshconfig.MeshConfig_ExtensionProvider_EnvoyExtAuthzHttp{EnvoyExtAuthzHttp: &meshconfig.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationHttpProvider{Service: "x", Port: 1, PathPrefix: "check"}}},
 	} {
 		if _, err := New(Config{Providers: []*meshconfig.MeshConfig_ExtensionProvider{p}}); err == nil {
