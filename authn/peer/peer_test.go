@@ -240,3 +240,48 @@ func TestConcurrentLookups(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestAnyStrict: AnyStrict is false only when no resource can make a port
+// STRICT (the cases check the other direction on every STRICT answer).
+func TestAnyStrict(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       bool
+	}{
+		{"none", "", false},
+		{"permissive mesh", `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: PERMISSIVE}}
+`, false},
+		{"strict port only", `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: p, namespace: foo}
+spec:
+  selector: {matchLabels: {app: a}}
+  mtls: {mode: DISABLE}
+  portLevelMtls: {"8080": {mode: STRICT}}
+`, true},
+		{"legacy mtls default", `apiVersion: authentication.istio.io/v1alpha1
+kind: Policy
+metadata: {name: default, namespace: foo}
+spec: {peers: [{mtls: {}}]}
+`, true},
+		{"legacy permissive", `apiVersion: authentication.istio.io/v1alpha1
+kind: Policy
+metadata: {name: default, namespace: foo}
+spec: {peers: [{mtls: {mode: PERMISSIVE}}]}
+`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs, problems := policies.Parse("t.yaml", []byte(tc.yaml))
+			if errs := problems.Errors(); len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			snap, _ := policies.NewSnapshot(1, rs, policies.SnapshotOptions{})
+			if got := peer.New(snap).AnyStrict(); got != tc.want {
+				t.Errorf("AnyStrict = %t, want %t", got, tc.want)
+			}
+		})
+	}
+}

@@ -522,9 +522,14 @@ func buildCheckRequest(t *testing.T, p checkParts) *authv3.CheckRequest {
 // normalize: ok is false then) and the context extensions set, derived
 // from the snapshot as the engine derives them when the request names the
 // destination by principal only. The engine decides the result exactly as
-// the request it came from.
+// the request it came from. A plaintext request to a STRICT port (the
+// engine's mtls-required) is not sent either: Envoy's listener refuses the
+// connection before any filter runs.
 func asEnvoySends(ctx context.Context, t *testing.T, eng *engine.Engine, req *authv3.CheckRequest) (out *authv3.CheckRequest, derived, ok bool) {
 	t.Helper()
+	if d, err := eng.Decide(ctx, req); err == nil && d.Reason == engine.ReasonMTLSRequired {
+		return nil, false, false
+	}
 	out = proto.Clone(req).(*authv3.CheckRequest)
 	if h := out.GetAttributes().GetRequest().GetHttp(); h.GetPath() != "" {
 		np, err := engine.NormalizePath(h.GetPath())

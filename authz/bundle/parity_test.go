@@ -31,7 +31,7 @@ func (c *parityCount) add(o parityCount) {
 
 func (c *parityCount) log(t *testing.T, against string) {
 	t.Helper()
-	t.Logf("%d requests in %d policy sets decided identically by Garrison's engine and %s: %d allowed, %d denied (403/401), %d rejected 400; %d had their context extensions derived from the destination principal; %d skipped (a path Envoy's normalize_path refuses never reaches an authorization server)",
+	t.Logf("%d requests in %d policy sets decided identically by Garrison's engine and %s: %d allowed, %d denied (403/401), %d rejected 400; %d had their context extensions derived from the destination principal; %d skipped (a path Envoy's normalize_path refuses, or a plaintext connection to a STRICT port, never reaches an authorization server)",
 		c.requests, c.sets, against, c.allowed, c.denied, c.rejected, c.derived, c.skipped)
 	if c.requests < 300 || c.allowed == 0 || c.denied == 0 {
 		t.Errorf("the corpus is too small to mean anything: %+v", *c)

@@ -17,6 +17,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/garrison-mesh/garrison/authn/peer"
 	"github.com/garrison-mesh/garrison/authz/compile"
 	"github.com/garrison-mesh/garrison/policies"
 )
@@ -128,6 +129,9 @@ type policySet struct {
 	// cache remembers this set's decisions; nil when off or when the set
 	// is not cacheable.
 	cache *decisionCache
+	// peer is the snapshot's peer authentication, nil when no port of the
+	// mesh is STRICT: a plaintext request to a STRICT port is denied.
+	peer *peer.Modes
 }
 
 // New checks cfg and returns an engine with no policy set: Decide fails
@@ -344,6 +348,9 @@ func (e *Engine) prepare(ctx context.Context, res *compile.Result, snap *policie
 	if snap != nil {
 		ps.version = snap.Version()
 		ps.index = newWorkloadIndex(snap, e.trustDomain)
+		if m := peer.New(snap); m.AnyStrict() {
+			ps.peer = m
+		}
 	}
 	return ps, nil
 }
@@ -379,6 +386,9 @@ func (e *Engine) Decide(ctx context.Context, req *authv3.CheckRequest) (*Decisio
 	in, early := ps.prepareInput(req, ps.input)
 	if early != nil {
 		return early, nil
+	}
+	if d := ps.requireMTLS(req, &in); d != nil {
+		return d, nil
 	}
 	var key *[]byte
 	if ps.cache != nil {
@@ -447,6 +457,76 @@ type preparedInput struct {
 	value    ast.Value
 	workload string
 	note     string
+	// ext are the context extensions the request is decided with: the
+	// request's own, or derived ones (derived not nil).
+	ext     map[string]string
+	derived []extEntry
+}
+
+// ReasonMTLSRequired: the destination port is STRICT (PeerAuthentication)
+// and the request came without a peer certificate. Envoy would refuse the
+// connection; ext_authz refuses the request, for proxies whose listeners do
+// not enforce the mode themselves.
+const ReasonMTLSRequired = "mtls-required"
+
+// requireMTLS denies a plaintext request to a STRICT port.
+func (ps *policySet) requireMTLS(req *authv3.CheckRequest, in *preparedInput) *Decision {
+	attrs := req.GetAttributes()
+	if ps.peer == nil || attrs.GetSource().GetPrincipal() != "" {
+		return nil
+	}
+	// An unknown destination still gets the mesh-wide mode, as mesh-wide
+	// AuthorizationPolicies still apply to it.
+	ns, labels := in.destination()
+	port := attrs.GetDestination().GetAddress().GetSocketAddress().GetPortValue()
+	eff := ps.peer.For(ns, labels, port)
+	if eff.Mode != peer.Strict {
+		return nil
+	}
+	d := &Decision{Status: 403, Reason: ReasonMTLSRequired, Kind: "PeerAuthentication"}
+	if eff.Resource != nil {
+		d.Kind = eff.Resource.Kind.Kind
+		d.Policy = eff.Resource.Namespace + "/" + eff.Resource.Name
+		if eff.Resource.Namespace == "" {
+			d.Policy = eff.Resource.Name
+		}
+	}
+	d.Notes = append(d.Notes, "plaintext request to a STRICT port: "+eff.String())
+	in.annotate(d, ps.version)
+	return d
+}
+
+// destination is the namespace and labels of the destination workload.
+func (in *preparedInput) destination() (string, map[string]string) {
+	get := func(k string) string { return in.ext[k] }
+	each := func(f func(k, v string)) {
+		for k, v := range in.ext {
+			f(k, v)
+		}
+	}
+	if in.derived != nil {
+		get = func(k string) string {
+			for _, e := range in.derived {
+				if e.key == k {
+					return e.value
+				}
+			}
+			return ""
+		}
+		each = func(f func(k, v string)) {
+			for _, e := range in.derived {
+				f(e.key, e.value)
+			}
+		}
+	}
+	ns := get(ExtNamespace)
+	labels := map[string]string{}
+	each(func(k, v string) {
+		if l, ok := strings.CutPrefix(k, ExtLabelPrefix); ok {
+			labels[l] = v
+		}
+	})
+	return ns, labels
 }
 
 func (in *preparedInput) annotate(d *Decision, version uint64) {
@@ -474,10 +554,12 @@ func (ps *policySet) prepareInput(req *authv3.CheckRequest, builder *InputBuilde
 		}
 	}
 	ext := attrs.GetContextExtensions()
+	in.ext = ext
 	if ext[ExtNamespace] == "" && ps.index != nil && attrs != nil {
 		d, note := ps.index.lookup(attrs.GetDestination().GetPrincipal())
 		if d != nil {
 			ov.ext = d.ext
+			in.derived = d.ext
 			in.workload = d.workload
 		}
 		in.note = note

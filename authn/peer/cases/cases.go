@@ -192,6 +192,9 @@ func (c *Case) Run(m *peer.Modes, snap *policies.Snapshot) []error {
 		if got.Mode.String() != q.Mode {
 			fail("mode %s, want %s (%s)", got.Mode, q.Mode, got)
 		}
+		if got.Mode == peer.Strict && !m.AnyStrict() {
+			fail("mode STRICT, but AnyStrict says no port can be")
+		}
 		if got.By() != q.By {
 			fail("decided by %q, want %q (%s)", got.By(), q.By, got)
 		}
