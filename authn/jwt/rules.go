@@ -1,0 +1,754 @@
+package jwt
+
+import (
+	"cmp"
+	"context"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	security "istio.io/api/security/v1beta1"
+
+	"github.com/garrison-mesh/garrison/policies"
+	"github.com/garrison-mesh/garrison/policies/legacy"
+)
+
+// builder compiles one snapshot: every JWT rule once, and rule sets (the
+// combination of rules a workload is under) on demand, shared between the
+// workloads they apply to.
+type builder struct {
+	a    *Authenticator
+	snap *policies.Snapshot
+
+	// fetchers are the key fetchers the snapshot's rules use, by URI.
+	fetchers     map[string]*fetcher
+	fetcherRules map[string][]RuleRef
+
+	raProviders map[*policies.Resource][]*provider
+	legacy      map[*policies.Resource]*legacyPolicy
+
+	// Legacy Policy targets, resolved as Istio 1.4/1.5's pilot did
+	// (PushContext.AuthenticationPolicyForWorkload).
+	legacyByHost map[string]*legacyTargets
+	legacyByNS   map[string]*policies.Resource
+	meshPolicy   *policies.Resource
+	servicesByNS map[string][]*policies.Service
+
+	mu   sync.Mutex // guards sets: the request path may build a rule set
+	sets map[string]*ruleSet
+}
+
+// legacyTargets are the Policies naming one service: the oldest for all
+// ports, and the oldest for each port selector.
+type legacyTargets struct {
+	all   *policies.Resource
+	ports []legacyPortPolicy
+}
+
+type legacyPortPolicy struct {
+	sel *legacy.PortSelector
+	r   *policies.Resource
+}
+
+// legacyPolicy is a compiled Policy or MeshPolicy.
+type legacyPolicy struct {
+	r        *policies.Resource
+	spec     *legacy.AuthenticationPolicy
+	origins  []*provider
+	optional bool
+	binding  PrincipalSource
+}
+
+func newBuilder(a *Authenticator, snap *policies.Snapshot) *builder {
+	b := &builder{
+		a: a, snap: snap,
+		fetchers:     map[string]*fetcher{},
+		fetcherRules: map[string][]RuleRef{},
+		raProviders:  map[*policies.Resource][]*provider{},
+		legacy:       map[*policies.Resource]*legacyPolicy{},
+		legacyByHost: map[string]*legacyTargets{},
+		legacyByNS:   map[string]*policies.Resource{},
+		servicesByNS: map[string][]*policies.Service{},
+		sets:         map[string]*ruleSet{},
+	}
+	for _, r := range snap.List(policies.KindRequestAuthentication) {
+		ra, ok := policies.SpecAs[*security.RequestAuthentication](r)
+		if !ok {
+			continue
+		}
+		ps := make([]*provider, 0, len(ra.GetJwtRules()))
+		for i, rule := range ra.GetJwtRules() {
+			if rule != nil {
+				ps = append(ps, b.compileRule(r, i, rule))
+			}
+		}
+		b.raProviders[r] = ps
+	}
+	b.indexLegacy()
+	for _, svc := range snap.Services() {
+		b.servicesByNS[svc.Namespace] = append(b.servicesByNS[svc.Namespace], svc)
+	}
+	return b
+}
+
+// compileRule turns one RequestAuthentication jwtRules entry into the Envoy
+// JwtProvider Istio generates for it.
+func (b *builder) compileRule(r *policies.Resource, i int, rule *security.JWTRule) *provider {
+	p := &provider{
+		ref:           RuleRef{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, Index: i, Issuer: rule.GetIssuer()},
+		issuer:        rule.GetIssuer(),
+		forward:       rule.GetForwardOriginalToken(),
+		payloadHeader: strings.ToLower(rule.GetOutputPayloadToHeader()),
+		required:      rule.GetPresence() == security.JWTRule_REQUIRED,
+	}
+	p.audiences = sanitizedAudiences(rule.GetAudiences())
+	for _, h := range rule.GetFromHeaders() {
+		p.locations = append(p.locations, location{kind: locHeader, name: strings.ToLower(h.GetName()), prefix: h.GetPrefix()})
+	}
+	for _, q := range rule.GetFromParams() {
+		p.locations = append(p.locations, location{kind: locParam, name: q})
+	}
+	for _, c := range rule.GetFromCookies() {
+		p.locations = append(p.locations, location{kind: locCookie, name: c})
+	}
+	if len(p.locations) == 0 {
+		p.locations = defaultLocations
+	}
+	for _, ch := range rule.GetOutputClaimToHeaders() {
+		if ch != nil {
+			p.claimHeaders = append(p.claimHeaders, claimHeader{header: strings.ToLower(ch.GetHeader()), claim: ch.GetClaim()})
+		}
+	}
+	// Istio's buildSpaceDelimitedClaims: scope and permission always.
+	p.spaceDelimited = []string{"permission", "scope"}
+	for _, c := range rule.GetSpaceDelimitedClaims() {
+		if !slices.Contains(p.spaceDelimited, c) {
+			p.spaceDelimited = append(p.spaceDelimited, c)
+		}
+	}
+	timeout := b.a.cfg.JWKSTimeout
+	if d := rule.GetTimeout(); d != nil && d.AsDuration() > 0 {
+		timeout = d.AsDuration()
+	}
+	p.keys = b.keySource(p.ref, rule.GetJwks(), rule.GetJwksUri(), p.issuer, timeout)
+	b.finish(p)
+	return p
+}
+
+// keySource picks where a rule's keys come from: inline jwks first (Istio
+// ignores jwksUri then), jwksUri, else the issuer's OpenID discovery.
+func (b *builder) keySource(ref RuleRef, jwks, uri, issuer string, timeout time.Duration) keySource {
+	switch {
+	case jwks != "":
+		set, st, err := parseJWKS([]byte(jwks))
+		if st != statusOK {
+			b.a.log.Warn("inline jwks unusable: tokens of this rule are rejected", "rule", ref.String(), "reason", st.String(), "error", err)
+		}
+		return staticKeys{set: set, st: st}
+	case uri != "":
+		return b.fetcher(ref, uri, false, timeout)
+	case issuer != "":
+		return b.fetcher(ref, discoveryURL(issuer), true, timeout)
+	}
+	b.a.log.Warn("JWT rule has neither jwks, jwksUri nor issuer: its tokens are rejected", "rule", ref.String())
+	return staticKeys{st: statusJwksFetchFail}
+}
+
+func (b *builder) fetcher(ref RuleRef, uri string, discovery bool, timeout time.Duration) *fetcher {
+	b.fetcherRules[uri] = append(b.fetcherRules[uri], ref)
+	f := b.fetchers[uri]
+	if f == nil {
+		f = b.a.fetchers[uri] // already running for the previous snapshot
+		if f == nil {
+			f = newFetcher(b.a, uri, discovery, timeout)
+		}
+		b.fetchers[uri] = f
+		f.setTimeout(timeout)
+	} else if timeout > f.getTimeout() {
+		// Rules sharing a URI share a fetcher, with the longest timeout.
+		f.setTimeout(timeout)
+	}
+	return f
+}
+
+// finish gives a provider its golang-jwt parsers and its extractor.
+func (b *builder) finish(p *provider) {
+	leeway := b.a.clockSkew + time.Second // see verifyTime: golang-jwt's exp bound is exclusive
+	for k := range numKeyKinds {
+		opts := []jwt.ParserOption{
+			jwt.WithValidMethods(methodsFor[k]),
+			jwt.WithLeeway(leeway),
+			jwt.WithTimeFunc(b.a.now),
+		}
+		if p.issuer != "" {
+			opts = append(opts, jwt.WithIssuer(p.issuer))
+		}
+		p.parsers[k] = jwt.NewParser(opts...)
+	}
+	p.extractor = newExtractor([]*provider{p})
+}
+
+func sanitizedAudiences(auds []string) map[string]bool {
+	if len(auds) == 0 {
+		return nil
+	}
+	m := make(map[string]bool, len(auds))
+	for _, a := range auds {
+		m[sanitizeAudience(a)] = true
+	}
+	return m
+}
+
+// now is the Clock in whole seconds, as Envoy compares times.
+func (a *Authenticator) now() time.Time {
+	return a.cfg.Clock().Truncate(time.Second)
+}
+
+// ruleSetFor assembles the rules of a workload. RequestAuthentications
+// apply when any selects it (all of them merged, as Istio's
+// newPolicyApplier does); only when none does, the legacy Policy that
+// applies to its services, as Istio 1.5 fell back to v1alpha1.
+func (b *builder) ruleSetFor(ns string, labels map[string]string) *ruleSet {
+	var ras []*policies.Resource
+	for _, r := range b.snap.ForWorkload(policies.KindRequestAuthentication, ns, labels) {
+		if raApplies(r, labels) {
+			ras = append(ras, r)
+		}
+	}
+	if len(ras) > 0 {
+		var sig strings.Builder
+		sig.WriteString("ra")
+		for _, r := range ras {
+			sig.WriteString("|" + r.Namespace + "/" + r.Name)
+		}
+		return b.shared(sig.String(), func() *ruleSet {
+			var ps []*provider
+			for _, r := range ras {
+				ps = append(ps, b.raProviders[r]...)
+			}
+			return newModernRuleSet(ps)
+		})
+	}
+	return b.legacyRuleSet(ns, labels)
+}
+
+// raApplies leaves out the RequestAuthentications that target a gateway
+// or a waypoint through targetRef(s) rather than a selector: they apply to
+// the workload only when it is that Gateway's deployment.
+func raApplies(r *policies.Resource, labels map[string]string) bool {
+	ra, _ := policies.SpecAs[*security.RequestAuthentication](r)
+	refs := ra.GetTargetRefs()
+	if ref := ra.GetTargetRef(); ref != nil {
+		refs = append(refs, ref)
+	}
+	if len(refs) == 0 {
+		return true
+	}
+	for _, ref := range refs {
+		if ref.GetKind() == "Gateway" && (ref.GetNamespace() == "" || ref.GetNamespace() == r.Namespace) &&
+			labels["gateway.networking.k8s.io/gateway-name"] == ref.GetName() {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *builder) shared(sig string, build func() *ruleSet) *ruleSet {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if rs := b.sets[sig]; rs != nil {
+		return rs
+	}
+	rs := build()
+	b.sets[sig] = rs
+	return rs
+}
+
+// ruleSet is what one workload is under.
+type ruleSet struct {
+	providers []*provider // Istio's order: by issuer
+	root      node
+	// legacy is set when the rules come from a legacy Policy.
+	legacy *legacyPolicy
+	// byPort chooses among legacy Policies by destination port; when set,
+	// the ruleSet itself is the choice for other ports.
+	byPort map[uint32]*ruleSet
+}
+
+var emptyRuleSet = &ruleSet{}
+
+// newModernRuleSet builds the requirement tree of Istio's
+// convertToEnvoyJwtConfig: each provider OR allow_missing; with several,
+// OR of {P1, ..., Pn, AND of each (Pi OR allow_missing)}, the single
+// providers helping when they share a location (where the AND always fails).
+func newModernRuleSet(ps []*provider) *ruleSet {
+	ps = slices.Clone(ps)
+	slices.SortStableFunc(ps, func(x, y *provider) int { return cmp.Compare(x.issuer, y.issuer) })
+	rs := &ruleSet{providers: ps}
+	if len(ps) == 0 {
+		return rs
+	}
+	inner := make(allNode, len(ps))
+	outer := make(anyNode, 0, len(ps)+1)
+	anyRequired := false
+	for i, p := range ps {
+		if p.required {
+			// presence: REQUIRED (istio.io/api v1.32) drops allow_missing:
+			// a request without this token is refused.
+			inner[i] = providerNode{p}
+			anyRequired = true
+		} else {
+			inner[i] = anyNode{providerNode{p}, bypassNode{ex: p.extractor}}
+		}
+		outer = append(outer, providerNode{p})
+	}
+	switch {
+	case len(ps) == 1:
+		rs.root = inner[0]
+	case anyRequired:
+		// Any single provider passing must not excuse a required one.
+		rs.root = inner
+	default:
+		rs.root = append(outer, inner)
+	}
+	return rs
+}
+
+func (rs *ruleSet) findByIssuer(iss string) *provider {
+	for _, p := range rs.providers {
+		if p.issuer == iss {
+			return p
+		}
+	}
+	if iss != "" {
+		for _, p := range rs.providers {
+			if p.issuer == "" {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+// authenticate decides one request under the rule set.
+func (rs *ruleSet) authenticate(ctx context.Context, a *Authenticator, req *Request) *Result {
+	if rs.byPort != nil {
+		if p := rs.byPort[req.Port]; p != nil {
+			rs = p
+		}
+	}
+	if rs.legacy != nil {
+		return rs.authenticateLegacy(ctx, a, req)
+	}
+	if rs.root == nil || isCORSPreflight(req) {
+		return &Result{Outcome: NoToken}
+	}
+	c := rs.newCtx(ctx, a, req)
+	st := rs.root.verify(c)
+	res := &Result{Headers: c.hv.mutations()}
+	if st != statusOK {
+		reject(res, req, st)
+		return res
+	}
+	if n := len(c.verified); n > 0 {
+		v := c.verified[n-1]
+		res.Outcome, res.Principal = Verified, PrincipalOrigin
+		res.Identity = v.t.identity(v.p, false)
+	}
+	return res
+}
+
+func (rs *ruleSet) newCtx(ctx context.Context, a *Authenticator, req *Request) *evalCtx {
+	return &evalCtx{ctx: ctx, a: a, rs: rs, req: req, hv: headerView{base: req.Headers}, now: uint64(max(a.now().Unix(), 0))}
+}
+
+// reject fills a rejection as Envoy's jwt_authn filter answers it.
+func reject(res *Result, req *Request, st status) {
+	*res = Result{Outcome: Rejected, Status: 401, Reason: st.String()}
+	if st == statusJwtAudienceNotAllowed {
+		res.Status = 403
+	}
+	res.WWWAuthenticate = `Bearer realm="` + realm(req) + `"`
+	if st != statusJwtMissed {
+		res.WWWAuthenticate += `, error="invalid_token"`
+	}
+}
+
+// ---------------------------------------------------------------- legacy --
+
+func (b *builder) indexLegacy() {
+	var pols []*policies.Resource
+	pols = append(pols, b.snap.List(policies.KindPolicy)...)
+	// Istio took the oldest policy of a slot (sortConfigByCreationTime).
+	slices.SortStableFunc(pols, func(x, y *policies.Resource) int {
+		return cmp.Or(x.CreationTimestamp.Compare(y.CreationTimestamp), cmp.Compare(x.Namespace, y.Namespace), cmp.Compare(x.Name, y.Name))
+	})
+	for _, r := range pols {
+		spec, ok := policies.SpecAs[*legacy.AuthenticationPolicy](r)
+		if !ok {
+			continue
+		}
+		if len(spec.Targets) == 0 {
+			if b.legacyByNS[r.Namespace] == nil {
+				b.legacyByNS[r.Namespace] = r
+			}
+			continue
+		}
+		for _, t := range spec.Targets {
+			host := b.snap.FQDN(t.Name, r.Namespace)
+			lt := b.legacyByHost[host]
+			if lt == nil {
+				lt = &legacyTargets{}
+				b.legacyByHost[host] = lt
+			}
+			if len(t.Ports) == 0 {
+				if lt.all == nil {
+					lt.all = r
+				}
+				continue
+			}
+			for _, sel := range t.Ports {
+				lt.ports = append(lt.ports, legacyPortPolicy{sel: sel, r: r})
+			}
+		}
+	}
+	if mesh := b.snap.Get(policies.KindMeshPolicy, "", "default"); mesh != nil {
+		b.meshPolicy = mesh
+	}
+	for _, r := range pols {
+		b.compileLegacy(r)
+	}
+	if b.meshPolicy != nil {
+		b.compileLegacy(b.meshPolicy)
+	}
+}
+
+// compileLegacy compiles a Policy's origins as Istio 1.5's v1alpha1
+// applier did for Envoy's jwt_authn: tokens forwarded, headers read without
+// prefix (but ingress-authorization, prefixed "istio"), the payload kept
+// in metadata only.
+func (b *builder) compileLegacy(r *policies.Resource) {
+	spec, ok := policies.SpecAs[*legacy.AuthenticationPolicy](r)
+	if !ok || b.legacy[r] != nil {
+		return
+	}
+	lp := &legacyPolicy{r: r, spec: spec, optional: spec.OriginIsOptional, binding: PrincipalPeer}
+	if spec.PrincipalBinding == legacy.UseOrigin {
+		lp.binding = PrincipalOrigin
+	}
+	for i, o := range spec.Origins {
+		if o == nil || o.Jwt == nil {
+			continue
+		}
+		j := o.Jwt
+		p := &provider{
+			ref:     RuleRef{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, Index: i, Issuer: j.Issuer},
+			issuer:  j.Issuer,
+			forward: true,
+		}
+		p.audiences = sanitizedAudiences(j.Audiences)
+		for _, h := range j.JwtHeaders {
+			loc := location{kind: locHeader, name: strings.ToLower(h)}
+			if loc.name == "ingress-authorization" {
+				loc.prefix = "istio"
+			}
+			p.locations = append(p.locations, loc)
+		}
+		for _, q := range j.JwtParams {
+			p.locations = append(p.locations, location{kind: locParam, name: q})
+		}
+		if len(p.locations) == 0 {
+			p.locations = defaultLocations
+		}
+		for _, tr := range j.TriggerRules {
+			if tr != nil {
+				p.triggers = append(p.triggers, compileTrigger(tr))
+			}
+		}
+		p.keys = b.keySource(p.ref, j.Jwks, j.JwksURI, j.Issuer, b.a.cfg.JWKSTimeout)
+		b.finish(p)
+		lp.origins = append(lp.origins, p)
+	}
+	b.legacy[r] = lp
+}
+
+// legacyRuleSet resolves the legacy Policy of a workload: for the service
+// that exposes the destination port (services by hostname, the first
+// decides, as Istio built one inbound listener per port), a Policy naming
+// the service and the port, else the service, else the namespace's
+// "default" Policy, else the MeshPolicy.
+func (b *builder) legacyRuleSet(ns string, labels map[string]string) *ruleSet {
+	var svcs []*policies.Service
+	for _, svc := range b.servicesByNS[ns] {
+		if svc.Selector != nil && selectorMatches(svc.Selector, labels) {
+			svcs = append(svcs, svc)
+		}
+	}
+	resolve := func(port uint32) *policies.Resource {
+		for _, svc := range svcs {
+			var sp *policies.ServicePort
+			if port != 0 {
+				if sp = servicePortFor(svc, port); sp == nil {
+					continue
+				}
+			}
+			if lt := b.legacyByHost[svc.Hostname]; lt != nil {
+				if sp != nil {
+					for _, pp := range lt.ports {
+						if pp.sel.Number != 0 && pp.sel.Number == sp.Number || pp.sel.Name != "" && pp.sel.Name == sp.Name {
+							return pp.r
+						}
+					}
+				}
+				if lt.all != nil {
+					return lt.all
+				}
+			}
+			if port != 0 {
+				break
+			}
+		}
+		if r := b.legacyByNS[ns]; r != nil {
+			return r
+		}
+		return b.meshPolicy
+	}
+	base := b.legacySet(resolve(0))
+	var byPort map[uint32]*ruleSet
+	for _, svc := range svcs {
+		for _, sp := range svc.Ports {
+			port := targetPort(sp)
+			if port == 0 {
+				continue
+			}
+			if rs := b.legacySet(resolve(port)); rs != base {
+				if byPort == nil {
+					byPort = map[uint32]*ruleSet{}
+				}
+				if _, done := byPort[port]; !done {
+					byPort[port] = rs
+				}
+			}
+		}
+	}
+	if byPort == nil {
+		return base
+	}
+	// A copy of base that also knows the port-specific choices.
+	cp := *base
+	cp.byPort = byPort
+	return &cp
+}
+
+func (b *builder) legacySet(r *policies.Resource) *ruleSet {
+	if r == nil {
+		return emptyRuleSet
+	}
+	lp := b.legacy[r]
+	if lp == nil || len(lp.spec.Peers) == 0 && len(lp.spec.Origins) == 0 {
+		// Istio generated no authn filter for such a policy.
+		return emptyRuleSet
+	}
+	return b.shared("legacy|"+r.Kind.Kind+"|"+r.Namespace+"/"+r.Name, func() *ruleSet {
+		rs := &ruleSet{providers: lp.origins, legacy: lp}
+		if len(lp.origins) > 0 {
+			root := make(anyNode, 0, len(lp.origins)+1)
+			for _, p := range lp.origins {
+				root = append(root, providerNode{p})
+			}
+			rs.root = append(root, bypassNode{ex: newExtractor(lp.origins), failed: true})
+		}
+		return rs
+	})
+}
+
+// servicePortFor finds the service port whose target is the workload port.
+func servicePortFor(svc *policies.Service, port uint32) *policies.ServicePort {
+	for i := range svc.Ports {
+		if targetPort(svc.Ports[i]) == port {
+			return &svc.Ports[i]
+		}
+	}
+	return nil
+}
+
+// targetPort is the workload port a service port sends to; 0 for a named
+// target port, which only the pod spec could resolve.
+func targetPort(sp policies.ServicePort) uint32 {
+	if sp.TargetPort == "" || sp.TargetPort == "0" { // unset: the service port itself
+		return sp.Number
+	}
+	n, err := strconv.ParseUint(sp.TargetPort, 10, 16)
+	if err != nil {
+		return 0
+	}
+	return uint32(n)
+}
+
+func selectorMatches(sel, labels map[string]string) bool {
+	for k, v := range sel {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// triggerRule is a legacy origin's triggerRules entry.
+type triggerRule struct {
+	included, excluded []stringMatch
+}
+
+type stringMatch struct {
+	exact, prefix, suffix string
+	kind                  uint8 // 0 exact, 1 prefix, 2 suffix, 3 regex, 4 never
+	re                    *regexp.Regexp
+}
+
+func compileTrigger(tr *legacy.TriggerRule) triggerRule {
+	var t triggerRule
+	for _, m := range tr.IncludedPaths {
+		t.included = append(t.included, compileStringMatch(m))
+	}
+	for _, m := range tr.ExcludedPaths {
+		t.excluded = append(t.excluded, compileStringMatch(m))
+	}
+	return t
+}
+
+func compileStringMatch(m *legacy.StringMatch) stringMatch {
+	switch {
+	case m == nil:
+		return stringMatch{kind: 4}
+	case m.Exact != "":
+		return stringMatch{kind: 0, exact: m.Exact}
+	case m.Prefix != "":
+		return stringMatch{kind: 1, prefix: m.Prefix}
+	case m.Suffix != "":
+		return stringMatch{kind: 2, suffix: m.Suffix}
+	case m.Regex != "":
+		// std::regex_match: the whole path must match.
+		re, err := regexp.Compile(`^(?:` + m.Regex + `)$`)
+		if err != nil {
+			return stringMatch{kind: 4}
+		}
+		return stringMatch{kind: 3, re: re}
+	}
+	return stringMatch{kind: 4}
+}
+
+func (m stringMatch) match(s string) bool {
+	switch m.kind {
+	case 0:
+		return s == m.exact
+	case 1:
+		return strings.HasPrefix(s, m.prefix)
+	case 2:
+		return strings.HasSuffix(s, m.suffix)
+	case 3:
+		return m.re.MatchString(s)
+	}
+	return false
+}
+
+// triggered is AuthnUtils::ShouldValidateJwtPerPath: no trigger rules (or
+// no path) always triggers; otherwise some rule must match: none of its
+// excluded paths and, when it has included paths, one of them.
+func (p *provider) triggered(path string) bool {
+	if path == "" || len(p.triggers) == 0 {
+		return true
+	}
+	for _, t := range p.triggers {
+		if t.matches(path) {
+			return true
+		}
+	}
+	return false
+}
+
+func (t triggerRule) matches(path string) bool {
+	for _, m := range t.excluded {
+		if m.match(path) {
+			return false
+		}
+	}
+	if len(t.included) == 0 {
+		return true
+	}
+	for _, m := range t.included {
+		if m.match(path) {
+			return true
+		}
+	}
+	return false
+}
+
+// authenticateLegacy runs Envoy's jwt_authn as Istio 1.5 configured it for
+// a v1alpha1 Policy (every token verified, none refused), then the origin
+// authenticator of Istio's authn filter (OriginAuthenticator::run).
+func (rs *ruleSet) authenticateLegacy(ctx context.Context, a *Authenticator, req *Request) *Result {
+	lp := rs.legacy
+	res := &Result{Outcome: NoToken}
+	var c *evalCtx
+	if rs.root != nil {
+		c = rs.newCtx(ctx, a, req)
+		rs.root.verify(c)
+		res.Headers = c.hv.mutations()
+	}
+	ok, id := rs.origin(c, req)
+	if !ok {
+		if lp.optional {
+			return res // allowed, but the filter recorded no principal
+		}
+		*res = Result{Outcome: Rejected, Status: 401, Reason: statusOriginFailed.String()}
+		return res
+	}
+	if id != nil {
+		res.Outcome, res.Identity = Verified, id
+	}
+	res.Principal = lp.binding
+	if isCORSPreflight(req) {
+		res.Principal = PrincipalNone
+	}
+	return res
+}
+
+// origin decides the legacy origin methods: an origin is checked when its
+// trigger rules match the path (query and fragment removed), and succeeds
+// when Envoy verified a token of its issuer; the first success gives the
+// identity.
+func (rs *ruleSet) origin(c *evalCtx, req *Request) (bool, *Identity) {
+	lp := rs.legacy
+	if len(lp.origins) == 0 && len(lp.spec.Origins) == 0 && lp.binding == PrincipalOrigin {
+		// USE_ORIGIN without origins: Istio's filter failed such requests.
+		return false, nil
+	}
+	if isCORSPreflight(req) {
+		return true, nil
+	}
+	path := req.Path
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	triggered := false
+	for _, p := range lp.origins {
+		if !p.triggered(path) {
+			continue
+		}
+		triggered = true
+		if c == nil {
+			continue
+		}
+		// Envoy keyed payloads by issuer, the last verified winning.
+		for i := len(c.verified) - 1; i >= 0; i-- {
+			if v := c.verified[i]; v.p.issuer == p.issuer {
+				return true, v.t.identity(p, true)
+			}
+		}
+	}
+	return !triggered, nil
+}
