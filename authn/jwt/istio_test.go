@@ -164,7 +164,7 @@ func TestIstioTokens(t *testing.T) {
 		// shared Authorization header and refuses its issuer: 401 with
 		// that reason, not the audience's 403.
 		want: with(map[string]istioWant{
-			"TokenIssuer2":                                   rejected(401, "Jwt issuer is not configured"),
+			"TokenIssuer2": rejected(401, "Jwt issuer is not configured"),
 			"TokenIssuer2WithSpaceDelimitedPermission":       rejected(401, "Jwt issuer is not configured"),
 			"TokenIssuer2WithSpaceDelimitedScope":            rejected(401, "Jwt issuer is not configured"),
 			"TokenIssuer2WithCustomScopeSpaceDelimitedScope": rejected(401, "Jwt issuer is not configured"),
