@@ -62,36 +62,34 @@ type providerNode struct{ p *provider }
 
 func (n providerNode) verify(c *evalCtx) status {
 	c.sanitize(n.p.extractor)
-	return c.authenticate(n.p.extractor, n.p, false, false)
+	return c.authenticate(n.p.extractor, n.p, false)
 }
 
-// bypassNode is allow_missing (failed false) or allow_missing_or_failed
-// (failed true) over the providers of its requirement list: tokens at their
-// locations verify with the provider of their issuer; a missing token is
-// fine, and with failed every failure is.
-type bypassNode struct {
-	ex     *extractor
-	failed bool
+// anyNode is requires_any as Envoy has implemented it since 1.17 (PR
+// #13839, what Istio's current sidecars run): the first child that passes
+// decides; otherwise the children's failures are aggregated, a real error
+// preferred (the last one) over "issuer not configured", preferred over
+// "missing"; an allow_missing member then turns "missing" into a pass.
+type anyNode struct {
+	children     []node
+	allowMissing bool
 }
-
-func (n bypassNode) verify(c *evalCtx) status {
-	c.sanitize(n.ex)
-	return c.authenticate(n.ex, nil, !n.failed, n.failed)
-}
-
-// anyNode is requires_any: the first child that passes decides; when none
-// does, the last child's status is the answer (Envoy's AnyVerifierImpl,
-// which runs its allow_missing child last).
-type anyNode []node
 
 func (n anyNode) verify(c *evalCtx) status {
-	st := statusJwtMissed
-	for _, child := range n {
-		if st = child.verify(c); st == statusOK {
+	final := statusJwtMissed
+	for _, child := range n.children {
+		st := child.verify(c)
+		if st == statusOK {
 			return st
 		}
+		if st != statusJwtMissed && st != statusJwtUnknownIssuer || final == statusJwtMissed {
+			final = st
+		}
 	}
-	return st
+	if n.allowMissing && final == statusJwtMissed {
+		return statusOK
+	}
+	return final
 }
 
 // allNode is requires_all: the first failure decides.
@@ -103,6 +101,33 @@ func (n allNode) verify(c *evalCtx) status {
 			return st
 		}
 	}
+	return statusOK
+}
+
+// legacyAnyNode is requires_any ending in allow_missing_or_failed, as the
+// Envoy of Istio 1.4/1.5 ran it for v1alpha1 origins (before Envoy PR
+// #13839): the providers in order until one passes, then an allow-failed
+// verifier over all of their locations that tries every token, verified
+// with the provider of its issuer, and never fails.
+type legacyAnyNode struct {
+	providers []*provider
+	all       *extractor
+}
+
+func (n legacyAnyNode) verify(c *evalCtx) status {
+	for _, p := range n.providers {
+		// That Envoy (before PR #12089) let a provider pass on the first
+		// token that verified, trying them from the last found.
+		tokens := p.extractor.extract(&c.hv, c.req.Path, c.tmp[:0])
+		c.tmp = tokens[:0]
+		for i := len(tokens) - 1; i >= 0; i-- {
+			if c.verifyToken(tokens[i], p) == statusOK {
+				return statusOK
+			}
+		}
+	}
+	c.sanitize(n.all)
+	c.authenticate(n.all, nil, true)
 	return statusOK
 }
 
@@ -163,30 +188,25 @@ func (c *evalCtx) parse(raw string) (*seenToken, status) {
 }
 
 // authenticate is Envoy's AuthenticatorImpl for the tokens ex finds: they
-// are verified from the last found to the first. Without allowMissing or
-// allowFailed the first failure ends it; otherwise every token is tried and
-// the last one tried decides, a missing token passing with allowMissing and
-// anything passing with allowFailed.
-func (c *evalCtx) authenticate(ex *extractor, fixed *provider, allowMissing, allowFailed bool) status {
+// are verified from the last found to the first, and all must pass (Envoy
+// PR #12089: a request with a good and a bad token is refused); the first
+// failure ends it. With allowFailed (legacy allow_missing_or_failed) every
+// token is tried and nothing fails.
+func (c *evalCtx) authenticate(ex *extractor, fixed *provider, allowFailed bool) status {
 	tokens := ex.extract(&c.hv, c.req.Path, c.tmp[:0])
 	c.tmp = tokens[:0]
 	if len(tokens) == 0 {
-		if allowMissing || allowFailed {
+		if allowFailed {
 			return statusOK
 		}
 		return statusJwtMissed
 	}
-	var st status
 	for i := len(tokens) - 1; i >= 0; i-- {
-		st = c.verifyToken(tokens[i], fixed)
-		if st != statusOK && !allowMissing && !allowFailed {
+		if st := c.verifyToken(tokens[i], fixed); st != statusOK && !allowFailed {
 			return st
 		}
 	}
-	if allowFailed {
-		return statusOK
-	}
-	return st
+	return statusOK
 }
 
 // verifyToken is AuthenticatorImpl::startVerify for one token.

@@ -159,15 +159,14 @@ func TestIstioTokens(t *testing.T) {
 		rules: `  - {issuer: test-issuer-1@istio.io, jwksUri: COMMON}
   - {issuer: test-issuer-2@istio.io, jwksUri: COMMON, audiences: [foo]}
   - {issuer: testing@secure.istio.io, jwksUri: SAMPLES}`,
-		// Envoy's tree decides in its requires_all branch, whose first
-		// member (issuer 1's rule, by issuer order) finds the token at the
-		// shared Authorization header and refuses its issuer: 401 with
-		// that reason, not the audience's 403.
+		// Envoy aggregates the failures of its requires_any: the audience
+		// error of issuer 2's rule outranks the "issuer not configured" of
+		// the others, so 403 as well.
 		want: with(map[string]istioWant{
-			"TokenIssuer2": rejected(401, "Jwt issuer is not configured"),
-			"TokenIssuer2WithSpaceDelimitedPermission":       rejected(401, "Jwt issuer is not configured"),
-			"TokenIssuer2WithSpaceDelimitedScope":            rejected(401, "Jwt issuer is not configured"),
-			"TokenIssuer2WithCustomScopeSpaceDelimitedScope": rejected(401, "Jwt issuer is not configured"),
+			"TokenIssuer2":                                   rejected(403, "Audiences in Jwt are not allowed"),
+			"TokenIssuer2WithSpaceDelimitedPermission":       rejected(403, "Audiences in Jwt are not allowed"),
+			"TokenIssuer2WithSpaceDelimitedScope":            rejected(403, "Audiences in Jwt are not allowed"),
+			"TokenIssuer2WithCustomScopeSpaceDelimitedScope": rejected(403, "Audiences in Jwt are not allowed"),
 		}),
 	}, {
 		name:  "issuer 1 alone, audience buzz",

@@ -293,7 +293,7 @@ func newModernRuleSet(ps []*provider) *ruleSet {
 		return rs
 	}
 	inner := make(allNode, len(ps))
-	outer := make(anyNode, 0, len(ps)+1)
+	outer := anyNode{children: make([]node, 0, len(ps)+1)}
 	anyRequired := false
 	for i, p := range ps {
 		if p.required {
@@ -302,18 +302,19 @@ func newModernRuleSet(ps []*provider) *ruleSet {
 			inner[i] = providerNode{p}
 			anyRequired = true
 		} else {
-			inner[i] = anyNode{providerNode{p}, bypassNode{ex: p.extractor}}
+			inner[i] = anyNode{children: []node{providerNode{p}}, allowMissing: true}
 		}
-		outer = append(outer, providerNode{p})
+		outer.children = append(outer.children, providerNode{p})
 	}
 	switch {
 	case len(ps) == 1:
 		rs.root = inner[0]
 	case anyRequired:
-		// Any single provider passing must not excuse a required one.
+		// A single provider passing must not excuse a required one.
 		rs.root = inner
 	default:
-		rs.root = append(outer, inner)
+		outer.children = append(outer.children, inner)
+		rs.root = outer
 	}
 	return rs
 }
@@ -556,11 +557,9 @@ func (b *builder) legacySet(r *policies.Resource) *ruleSet {
 	return b.shared("legacy|"+r.Kind.Kind+"|"+r.Namespace+"/"+r.Name, func() *ruleSet {
 		rs := &ruleSet{providers: lp.origins, legacy: lp}
 		if len(lp.origins) > 0 {
-			root := make(anyNode, 0, len(lp.origins)+1)
-			for _, p := range lp.origins {
-				root = append(root, providerNode{p})
-			}
-			rs.root = append(root, bypassNode{ex: newExtractor(lp.origins), failed: true})
+			root := legacyAnyNode{all: newExtractor(lp.origins)}
+			root.providers = lp.origins
+			rs.root = root
 		}
 		return rs
 	})
