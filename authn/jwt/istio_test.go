@@ -163,7 +163,7 @@ func TestIstioTokens(t *testing.T) {
 		// error of issuer 2's rule outranks the "issuer not configured" of
 		// the others, so 403 as well.
 		want: with(map[string]istioWant{
-			"TokenIssuer2":                                   rejected(403, "Audiences in Jwt are not allowed"),
+			"TokenIssuer2": rejected(403, "Audiences in Jwt are not allowed"),
 			"TokenIssuer2WithSpaceDelimitedPermission":       rejected(403, "Audiences in Jwt are not allowed"),
 			"TokenIssuer2WithSpaceDelimitedScope":            rejected(403, "Audiences in Jwt are not allowed"),
 			"TokenIssuer2WithCustomScopeSpaceDelimitedScope": rejected(403, "Audiences in Jwt are not allowed"),
