@@ -58,7 +58,7 @@ type caseWant struct {
 	Rule            string         `yaml:"rule"`
 	Claims          map[string]any `yaml:"claims"`
 	Remove          []string       `yaml:"remove"`
-	Add             []Header       `yaml:"add"`
+	Set             []Header       `yaml:"set"`
 	Headers         *bool          `yaml:"headers"` // false: no header change at all
 	Metadata        map[string]any `yaml:"metadata"`
 	NoMetadata      []string       `yaml:"noMetadata"`
@@ -206,19 +206,19 @@ func (w caseWant) diff(res *Result, peer string, subst func(string) string) []st
 			}
 		}
 	}
-	if w.Headers != nil && !*w.Headers && (len(res.Headers.Remove) > 0 || len(res.Headers.Add) > 0) {
+	if w.Headers != nil && !*w.Headers && (len(res.Headers.Remove) > 0 || len(res.Headers.Set) > 0) {
 		bad("header changes %+v, want none", res.Headers)
 	}
 	if w.Remove != nil && !slices.Equal(res.Headers.Remove, w.Remove) {
 		bad("removed headers %q, want %q", res.Headers.Remove, w.Remove)
 	}
-	if w.Add != nil {
-		want := slices.Clone(w.Add)
+	if w.Set != nil {
+		want := slices.Clone(w.Set)
 		for i := range want {
 			want[i].Value = subst(want[i].Value)
 		}
-		if !slices.Equal(res.Headers.Add, want) {
-			bad("added headers %q, want %q", res.Headers.Add, want)
+		if !slices.Equal(res.Headers.Set, want) {
+			bad("set headers %q, want %q", res.Headers.Set, want)
 		}
 	}
 	md := res.Metadata(peer)

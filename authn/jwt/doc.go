@@ -32,4 +32,13 @@
 //
 // The error strings in results are Envoy's (jwt_verify_lib's status
 // strings), so that logs read the same as a sidecar's.
+//
+// An ext_authz server adapts a CheckRequest as follows: Request.Method,
+// Scheme, Host, Path and Headers from attributes.request.http, Namespace
+// and Labels from Garrison's context extensions, Port from the destination
+// address. A Rejected result is a DeniedHttpResponse with Result.Status,
+// the WWW-Authenticate header when not empty, and Reason as body. Otherwise
+// Result.Headers become the OkHttpResponse's header changes (see
+// HeaderMutations), and Metadata(peer principal) is merged into the
+// istio_authn filter metadata the authorization engine reads.
 package jwt

@@ -140,7 +140,7 @@ type evalCtx struct {
 	hv   headerView
 	now  uint64 // unix seconds
 	tmp  []token
-	seen []seenToken
+	seen []*seenToken
 	// verified holds every token that passed, in order; Envoy's metadata
 	// keeps the last one (all of Istio's providers write the same key).
 	verified []verifiedToken
@@ -173,18 +173,18 @@ func (c *evalCtx) sanitize(ex *extractor) {
 }
 
 func (c *evalCtx) parse(raw string) (*seenToken, status) {
-	for i := range c.seen {
-		if c.seen[i].raw == raw {
-			return &c.seen[i], c.seen[i].st
+	for _, s := range c.seen {
+		if s.raw == raw {
+			return s, s.st
 		}
 	}
-	var t *parsedToken
-	st := statusJwtTooLarge
+	// The size is checked before anything is decoded.
+	s := &seenToken{raw: raw, st: statusJwtTooLarge}
 	if len(raw) <= c.a.maxTokenSize {
-		t, st = parseToken(raw)
+		s.parsed, s.st = parseToken(raw)
 	}
-	c.seen = append(c.seen, seenToken{raw: raw, parsed: t, st: st})
-	return &c.seen[len(c.seen)-1], st
+	c.seen = append(c.seen, s)
+	return s, s.st
 }
 
 // authenticate is Envoy's AuthenticatorImpl for the tokens ex finds: they

@@ -190,12 +190,18 @@ func queryParam(query, name string) (string, bool) {
 	return "", false
 }
 
-// cookieValue returns the first value of a cookie in a Cookie header, its
-// surrounding quotes removed (Envoy's Utility::parseCookies).
+// cookieValue returns the first value of a cookie in the Cookie header, its
+// surrounding quotes removed (Envoy's Utility::parseCookies). Several
+// Cookie headers may arrive joined with "," rather than "; ": both separate
+// cookies, as no cookie value may hold either (RFC 6265 cookie-octet).
 func cookieValue(header, name string) (string, bool) {
 	for header != "" {
 		var part string
-		part, header, _ = strings.Cut(header, ";")
+		if i := strings.IndexAny(header, ";,"); i >= 0 {
+			part, header = header[:i], header[i+1:]
+		} else {
+			part, header = header, ""
+		}
 		part = strings.TrimLeft(part, " ")
 		k, v, ok := strings.Cut(part, "=")
 		if !ok || k != name {
@@ -265,15 +271,19 @@ func (hv *headerView) add(name, value string) {
 	e.added = append(e.added, value)
 }
 
-// mutations turns the edits into what the caller applies upstream.
+// mutations turns the edits into what the caller applies upstream. Every
+// header a rule writes was removed first (sanitized), so written values
+// replace the request's.
 func (hv *headerView) mutations() HeaderMutations {
 	var m HeaderMutations
 	for _, e := range hv.edits {
-		if e.removed {
+		switch {
+		case len(e.added) > 0:
+			for _, v := range e.added {
+				m.Set = append(m.Set, Header{Name: e.name, Value: v})
+			}
+		case e.removed:
 			m.Remove = append(m.Remove, e.name)
-		}
-		for _, v := range e.added {
-			m.Add = append(m.Add, Header{Name: e.name, Value: v})
 		}
 	}
 	return m

@@ -104,7 +104,9 @@ type Identity struct {
 	// Claims is the payload, nested objects included; the claims Istio
 	// treats as space-delimited (scope, permission and the rule's
 	// spaceDelimitedClaims) are lists of their words, as Envoy's
-	// normalize_payload_in_metadata leaves them for authorization.
+	// normalize_payload_in_metadata leaves them for authorization. For a
+	// legacy origin it is the payload as is (Metadata renders it as Istio
+	// 1.5's authn filter did). It is shared: do not modify it.
 	Claims map[string]any
 	// RawClaims is the payload's JSON text.
 	RawClaims string
@@ -136,13 +138,16 @@ func (r RuleRef) String() string {
 	return ref + " " + field + "[" + strconv.Itoa(r.Index) + "]"
 }
 
-// HeaderMutations are request header changes, to apply in this order:
-// remove every header named in Remove, then append each of Add (a name may
-// come more than once, giving several values). A header that is both
-// removed and added is thereby replaced.
+// HeaderMutations are the request header changes Envoy's jwt_authn makes
+// before the request goes upstream: the token removed (unless forwarded),
+// and the payload and claim headers written after removing whatever the
+// client sent under those names. Remove and Set never name the same header,
+// so that ext_authz (which applies headers before headers_to_remove) can
+// take them as they are: Remove to headers_to_remove, each name of Set with
+// its first value overwriting and its further values appended.
 type HeaderMutations struct {
 	Remove []string
-	Add    []Header
+	Set    []Header
 }
 
 // Header is one header value, its name in lower case.
