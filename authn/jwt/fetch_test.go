@@ -3,6 +3,7 @@ package jwt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/garrison-mesh/garrison/policies"
 )
 
 // fetchEnv is one rule for attackIssuer whose keys come from srv.
@@ -350,4 +353,65 @@ func TestConfig(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	newTestAuthenticator(t, Config{Metrics: reg})
 	newTestAuthenticator(t, Config{Metrics: reg})
+}
+
+// TestConcurrentUpdates authenticates from several goroutines while
+// snapshots replace each other (run with -race).
+func TestConcurrentUpdates(t *testing.T) {
+	t.Parallel()
+	srvA := newJWKSServer(t, jwksOf(t, "rsa"), false)
+	srvB := newJWKSServer(t, jwksOf(t, "es256"), false)
+	a := newTestAuthenticator(t, Config{Clock: newClock(testNow).Now})
+	snaps := []string{
+		requestAuthn("x", `  - {issuer: `+attackIssuer+`, jwksUri: "`+srvA.URL+`"}`),
+		requestAuthn("x", `  - {issuer: `+attackIssuer+`, jwksUri: "`+srvB.URL+`"}`),
+		`apiVersion: authentication.istio.io/v1alpha1
+kind: Policy
+metadata: {name: default, namespace: foo}
+spec:
+  origins:
+  - jwt: {issuer: ` + attackIssuer + `, jwksUri: "` + srvA.URL + `"}
+`,
+	}
+	parsed := make([]*policies.Snapshot, len(snaps))
+	for i, s := range snaps {
+		parsed[i] = snapshotOf(t, s)
+	}
+	a.Update(snapshotOf(t, snaps[0]))
+	toks := []string{
+		sign(t, "rsa", map[string]any{"iss": attackIssuer, "sub": "a"}, nil),
+		sign(t, "es256", map[string]any{"iss": attackIssuer, "sub": "b"}, nil),
+	}
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				labels := map[string]string{"app": "httpbin", "n": string(rune('a' + (i+g)%8))}
+				req := request("/", bearer(toks[i%2]))
+				req.Labels = labels
+				res, err := a.Authenticate(context.Background(), req)
+				if err != nil || res.Outcome == Rejected && res.Status != 401 {
+					errs <- fmt.Errorf("%v %+v", err, res)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 12 {
+		a.Update(parsed[i%len(parsed)])
+		_ = a.Status()
+	}
+	close(done)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
 }

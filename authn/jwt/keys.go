@@ -104,6 +104,9 @@ func (f *fetcher) close() {
 
 func (f *fetcher) run(ctx context.Context) {
 	defer close(f.done)
+	// Requests still holding a stopped fetcher (the configuration changed
+	// under them) must not wait for a fetch that will not come.
+	defer f.release()
 	var backoff time.Duration
 	for {
 		wait := f.a.cfg.JWKSRefresh
@@ -126,6 +129,17 @@ func (f *fetcher) run(ctx context.Context) {
 		case <-f.kick:
 			t.Stop()
 		}
+	}
+}
+
+func (f *fetcher) release() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	close(f.attempted)
+	f.attempted = make(chan struct{})
+	if !f.firstDone {
+		f.firstDone = true
+		close(f.first)
 	}
 }
 
@@ -168,13 +182,8 @@ func (f *fetcher) fetchOnce(ctx context.Context) error {
 	}
 	f.state.Store(&next)
 	f.a.metrics.up.WithLabelValues(f.uri).Set(b2f(f.usable(&next, start)))
-	close(f.attempted)
-	f.attempted = make(chan struct{})
-	if !f.firstDone {
-		f.firstDone = true
-		close(f.first)
-	}
 	f.mu.Unlock()
+	f.release()
 	return err
 }
 
