@@ -37,6 +37,9 @@ type Decision struct {
 	// Notes say what the engine had to guess or refuse: context extensions
 	// derived with the namespace only, why a request was rejected.
 	Notes []string `json:"notes,omitempty"`
+	// Authn is what origin (JWT) authentication made of the request; nil
+	// when the engine authenticates nothing.
+	Authn *Authn `json:"authn,omitempty"`
 }
 
 // Custom names the extension provider a CUSTOM policy delegates to.

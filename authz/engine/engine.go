@@ -91,6 +91,11 @@ type Config struct {
 	// negative: no cache. A policy set whose rules read the clock or call a
 	// nondeterministic builtin never caches.
 	DecisionCacheSize int
+	// Authenticator verifies end-user tokens (RequestAuthentication, legacy
+	// origins) before authorization, with the snapshot of the live policy
+	// set. Nil: no origin authentication; the istio_authn metadata Envoy
+	// sends, if any, is what policies see.
+	Authenticator OriginAuthenticator
 }
 
 // DefaultDecisionCacheSize bounds the decision cache: about 16k entries of
@@ -108,6 +113,7 @@ type Engine struct {
 	enc         Encoding
 	trustDomain string
 	cacheSize   int
+	authn       OriginAuthenticator
 
 	live    atomic.Pointer[policySet]
 	running atomic.Bool
@@ -168,6 +174,7 @@ func newEngine(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		cacheSize:   cfg.DecisionCacheSize,
+		authn:       cfg.Authenticator,
 		compile:     cfg.Compile,
 		log:         cfg.Logger.With("component", "authz-engine"),
 		now:         cfg.Now,
@@ -189,7 +196,13 @@ func newEngine(cfg Config) (*Engine, error) {
 // not nil, is what context extensions are derived from. Such an engine has
 // no store: Run fails, Load replaces the set.
 func NewStatic(res *compile.Result, snap *policies.Snapshot) (*Engine, error) {
-	e, err := newEngine(Config{})
+	return NewStaticConfig(Config{}, res, snap)
+}
+
+// NewStaticConfig is NewStatic with the optional parts of cfg (Store and
+// Compile are not used).
+func NewStaticConfig(cfg Config, res *compile.Result, snap *policies.Snapshot) (*Engine, error) {
+	e, err := newEngine(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -206,8 +219,18 @@ func (e *Engine) Load(ctx context.Context, res *compile.Result, snap *policies.S
 	if err != nil {
 		return err
 	}
-	e.live.Store(ps)
+	e.publish(ps, snap)
 	return nil
+}
+
+// publish makes ps live, and snap the authenticator's configuration just
+// before, so that a request is authenticated and authorized by one
+// configuration (save for the requests already between the two steps).
+func (e *Engine) publish(ps *policySet, snap *policies.Snapshot) {
+	if e.authn != nil && snap != nil {
+		e.authn.Update(snap)
+	}
+	e.live.Store(ps)
 }
 
 // Run loads every snapshot the store publishes until ctx is done, then
@@ -258,7 +281,7 @@ func (e *Engine) apply(ctx context.Context, snap *policies.Snapshot) {
 			"version", snap.Version(), "live_version", live, "took", took, "err", err)
 		return
 	}
-	e.live.Store(ps)
+	e.publish(ps, snap)
 	e.metrics.compiled(true, ps.version, took)
 	e.log.Info("policy set live", "version", ps.version, "modules", len(res.Modules),
 		"headers", headerCount(res.Headers), "warnings", len(res.Warnings), "took", took)
@@ -383,12 +406,23 @@ func (e *Engine) Decide(ctx context.Context, req *authv3.CheckRequest) (*Decisio
 		return nil, ErrNotReady
 	}
 	growStack()
-	in, early := ps.prepareInput(req, ps.input)
+	in, early := ps.resolve(req)
 	if early != nil {
 		return early, nil
 	}
 	if d := ps.requireMTLS(req, &in); d != nil {
 		return d, nil
+	}
+	req, authn, refused, err := e.authenticate(ctx, ps, req, &in)
+	if err != nil {
+		return nil, err
+	}
+	if refused != nil {
+		return refused, nil
+	}
+	if early := ps.build(req, ps.input, &in); early != nil {
+		early.Authn = authn
+		return early, nil
 	}
 	var key *[]byte
 	if ps.cache != nil {
@@ -399,6 +433,7 @@ func (e *Engine) Decide(ctx context.Context, req *authv3.CheckRequest) (*Decisio
 			e.metrics.cacheLookup(true)
 			d := *cached
 			in.annotate(&d, ps.version)
+			d.Authn = authn
 			return &d, nil
 		}
 		e.metrics.cacheLookup(false)
@@ -423,6 +458,7 @@ func (e *Engine) Decide(ctx context.Context, req *authv3.CheckRequest) (*Decisio
 		ps.cache.put(*key, &cached)
 	}
 	in.annotate(d, ps.version)
+	d.Authn = authn
 	return d, nil
 }
 
@@ -461,6 +497,8 @@ type preparedInput struct {
 	// request's own, or derived ones (derived not nil).
 	ext     map[string]string
 	derived []extEntry
+	// ov is what the input takes from the engine rather than the request.
+	ov overrides
 }
 
 // ReasonMTLSRequired: the destination port is STRICT (PeerAuthentication)
@@ -541,8 +579,17 @@ func (in *preparedInput) annotate(d *Decision, version uint64) {
 // builds the input. A non-nil Decision is the 400 answer to a request that
 // cannot be evaluated.
 func (ps *policySet) prepareInput(req *authv3.CheckRequest, builder *InputBuilder) (preparedInput, *Decision) {
+	in, early := ps.resolve(req)
+	if early != nil {
+		return in, early
+	}
+	return in, ps.build(req, builder, &in)
+}
+
+// resolve normalizes the path and derives the context extensions: what
+// authentication and the input need to know of the request.
+func (ps *policySet) resolve(req *authv3.CheckRequest) (preparedInput, *Decision) {
 	var in preparedInput
-	var ov overrides
 	attrs := req.GetAttributes()
 	if p := attrs.GetRequest().GetHttp().GetPath(); p != "" {
 		np, err := NormalizePath(p)
@@ -550,7 +597,7 @@ func (ps *policySet) prepareInput(req *authv3.CheckRequest, builder *InputBuilde
 			return in, ps.reject(ReasonInvalidPath, err)
 		}
 		if np != p {
-			ov.path, ov.setPath = np, true
+			in.ov.path, in.ov.setPath = np, true
 		}
 	}
 	ext := attrs.GetContextExtensions()
@@ -558,7 +605,7 @@ func (ps *policySet) prepareInput(req *authv3.CheckRequest, builder *InputBuilde
 	if ext[ExtNamespace] == "" && ps.index != nil && attrs != nil {
 		d, note := ps.index.lookup(attrs.GetDestination().GetPrincipal())
 		if d != nil {
-			ov.ext = d.ext
+			in.ov.ext = d.ext
 			in.derived = d.ext
 			in.workload = d.workload
 		}
@@ -566,12 +613,17 @@ func (ps *policySet) prepareInput(req *authv3.CheckRequest, builder *InputBuilde
 	} else {
 		in.workload = ext[ExtWorkload]
 	}
-	v, err := builder.build(req, &ov)
+	return in, nil
+}
+
+// build makes the input value of req, resolved as in says.
+func (ps *policySet) build(req *authv3.CheckRequest, builder *InputBuilder, in *preparedInput) *Decision {
+	v, err := builder.build(req, &in.ov)
 	if err != nil {
-		return in, ps.reject(ReasonInvalidRequest, err)
+		return ps.reject(ReasonInvalidRequest, err)
 	}
 	in.value = v
-	return in, nil
+	return nil
 }
 
 func (ps *policySet) reject(reason string, err error) *Decision {
@@ -603,8 +655,22 @@ func (e *Engine) Explain(ctx context.Context, req *authv3.CheckRequest) (*Explan
 	if ps == nil {
 		return nil, ErrNotReady
 	}
-	in, early := ps.prepareInput(req, ps.explainInput)
+	in, early := ps.resolve(req)
 	if early != nil {
+		return &Explanation{Decision: early}, nil
+	}
+	if d := ps.requireMTLS(req, &in); d != nil {
+		return &Explanation{Decision: d}, nil
+	}
+	req, authn, refused, err := e.authenticate(ctx, ps, req, &in)
+	if err != nil {
+		return nil, err
+	}
+	if refused != nil {
+		return &Explanation{Decision: refused}, nil
+	}
+	if early := ps.build(req, ps.explainInput, &in); early != nil {
+		early.Authn = authn
 		return &Explanation{Decision: early}, nil
 	}
 	x := &Explanation{Matches: map[string][]any{}}
@@ -641,6 +707,7 @@ func (e *Engine) Explain(ctx context.Context, req *authv3.CheckRequest) (*Explan
 		return x, fmt.Errorf("engine: policy version %d: %w", ps.version, err)
 	}
 	in.annotate(d, ps.version)
+	d.Authn = authn
 	x.Decision = d
 	return x, nil
 }

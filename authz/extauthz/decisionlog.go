@@ -179,6 +179,12 @@ func (l *decisionLog) appendLine(b []byte, e *logEntry, hs []header) ([]byte, []
 			b = append(b, `,"rule":`...)
 			b = strconv.AppendInt(b, int64(d.Rule), 10)
 		}
+		if a := d.Authn; a != nil {
+			b = appendStringField(b, "authn", a.Outcome)
+			b = appendStringField(b, "request_principal", a.Principal)
+			b = appendStringField(b, "authn_rule", a.Rule)
+			b = appendStringField(b, "authn_reason", a.Reason)
+		}
 		if d.Custom != nil {
 			b = appendStringField(b, "custom_provider", d.Custom.Provider)
 			b = appendStringField(b, "custom_policy", d.Custom.Policy)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -195,7 +196,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// make, and until a provider answers, the request is denied.
 		resp, out, code = s.delegate(ctx, req, dec)
 	case dec.Allowed:
-		resp, out, code = respAllow, outcomeAllow, 200
+		resp, out, code = withAuthnHeaders(respAllow, dec.Authn), outcomeAllow, 200
+	case dec.Reason == engine.ReasonJWTRejected:
+		resp, code = jwtRejected(dec)
+		out = outcomeDeny
 	default:
 		resp, code = s.denied(dec)
 		out = outcomeDeny
@@ -370,7 +374,56 @@ func (s *Server) delegate(ctx context.Context, req *authv3.CheckRequest, dec *en
 	if resp == nil || resp.GetOkResponse() == nil {
 		resp = respAllow
 	}
-	return resp, outcomeAllow, 200
+	return withAuthnHeaders(resp, dec.Authn), outcomeAllow, 200
+}
+
+// jwtRejected is the answer Envoy's jwt_authn filter gives a refused token:
+// its status (401, 403 for a wrong audience), its reason as the body and
+// its WWW-Authenticate header, whatever DenyBodyDetails says, as a sidecar
+// answers.
+func jwtRejected(dec *engine.Decision) (*authv3.CheckResponse, int) {
+	code := httpStatus(dec.Status)
+	var body string
+	var headers []*corev3.HeaderValueOption
+	if a := dec.Authn; a != nil {
+		body = a.Reason
+		if a.WWWAuthenticate != "" {
+			headers = append(headers, &corev3.HeaderValueOption{
+				Header:       &corev3.HeaderValue{Key: "www-authenticate", Value: a.WWWAuthenticate},
+				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			})
+		}
+	}
+	return deniedResponse(code, body, headers), code
+}
+
+// withAuthnHeaders adds to an allow the request changes origin
+// authentication asks for (the token removed unless forwarded, payload and
+// claim headers set), as Envoy's jwt_authn filter would have made them
+// before the request went upstream. resp is not modified.
+func withAuthnHeaders(resp *authv3.CheckResponse, a *engine.Authn) *authv3.CheckResponse {
+	if a == nil || len(a.SetHeaders) == 0 && len(a.RemoveHeaders) == 0 {
+		return resp
+	}
+	ok := resp.GetOkResponse()
+	out := &authv3.OkHttpResponse{
+		Headers:              slices.Clone(ok.GetHeaders()),
+		HeadersToRemove:      slices.Concat(ok.GetHeadersToRemove(), a.RemoveHeaders),
+		ResponseHeadersToAdd: ok.GetResponseHeadersToAdd(),
+		QueryParametersToSet: ok.GetQueryParametersToSet(),
+		DynamicMetadata:      ok.GetDynamicMetadata(),
+	}
+	for _, h := range a.SetHeaders {
+		out.Headers = append(out.Headers, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: h.Name, Value: h.Value},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		})
+	}
+	return &authv3.CheckResponse{
+		Status:          resp.GetStatus(),
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: out},
+		DynamicMetadata: resp.GetDynamicMetadata(),
+	}
 }
 
 // customUnavailable denies a request a CUSTOM policy delegated to an

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	meshconfig "istio.io/api/mesh/v1alpha1"
 
+	"github.com/garrison-mesh/garrison/authn/jwt"
 	"github.com/garrison-mesh/garrison/authz/compile"
 	"github.com/garrison-mesh/garrison/authz/engine"
 	"github.com/garrison-mesh/garrison/authz/extauthz"
@@ -118,8 +119,17 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)
 	}
+	authn, err := jwt.New(jwt.Config{
+		Logger:  log.With("component", "authn"),
+		Metrics: reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer authn.Close()
 	eng, err := engine.New(engine.Config{
-		Store: store,
+		Authenticator: authn,
+		Store:         store,
 		Compile: func(snap *policies.Snapshot) (*compile.Result, error) {
 			return compile.Compile(snap, compile.Options{TrustDomain: f.trustDomain, DenyBodyDetails: f.denyDetails})
 		},
@@ -164,6 +174,7 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 		Logger:     log.With("component", "monitoring"),
 		Version:    version,
 		Components: map[string]admin.Component{"authz": eng},
+		JWKS:       authn.Status,
 	})
 	if err != nil {
 		return fmt.Errorf("--monitoring-addr: %w", err)

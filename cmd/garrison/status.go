@@ -1,6 +1,10 @@
 package main
 
 import (
+	"cmp"
+
+	"github.com/garrison-mesh/garrison/authn/jwt"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -58,7 +62,7 @@ func newStatusCommand() *cobra.Command {
 			switch {
 			case !rep.Ready:
 				return exitError{code: statusDown}
-			case len(src.InvalidFiles) > 0 || src.Error != "":
+			case len(src.InvalidFiles) > 0 || src.Error != "" || jwksFailing(rep.JWKS):
 				return exitError{code: statusDegraded}
 			}
 			return nil
@@ -135,7 +139,28 @@ func printStatus(w io.Writer, rep *admin.StatusReport, src *file.Status) error {
 	for _, pr := range src.SnapshotProblems {
 		p("  %s\n", pr.Error())
 	}
+	for _, j := range rep.JWKS {
+		uri := cmp.Or(j.JWKSURI, j.URI)
+		switch {
+		case j.Ready && j.LastError == "":
+			p("jwks %s: %d keys, fetched %s\n", uri, j.Keys, when(j.LastSuccess))
+		case j.Ready:
+			p("jwks %s: %d keys from %s; last refresh FAILED at %s: %s\n", uri, j.Keys, when(j.LastSuccess), when(j.LastErrorAt), j.LastError)
+		default:
+			p("jwks %s: NOT AVAILABLE (tokens of its issuers are rejected): %s\n", uri, cmp.Or(j.LastError, "not fetched yet"))
+		}
+	}
 	return nil
+}
+
+// jwksFailing: some key set is unavailable or its last refresh failed.
+func jwksFailing(js []jwt.FetchStatus) bool {
+	for _, j := range js {
+		if !j.Ready || j.LastError != "" {
+			return true
+		}
+	}
+	return false
 }
 
 func when(t time.Time) string {

@@ -4,6 +4,8 @@
 package admin
 
 import (
+	"github.com/garrison-mesh/garrison/authn/jwt"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,6 +47,8 @@ type Config struct {
 	// ...): /readyz waits for every one of them, and /debug/status reports
 	// the policy version each one serves.
 	Components map[string]Component
+	// JWKS reports the key sets origin authentication fetches; nil: none.
+	JWKS func() []jwt.FetchStatus
 }
 
 // Component is a plane that becomes ready once it has built its first
@@ -186,6 +190,9 @@ type StatusReport struct {
 	// version it serves (it lags SnapshotVersion while it rebuilds, and
 	// stays behind when a snapshot fails to compile).
 	Components map[string]ComponentStatus `json:"components,omitempty"`
+	// JWKS lists every key set origin authentication uses; one not Ready
+	// makes the requests that need it fail closed.
+	JWKS []jwt.FetchStatus `json:"jwks,omitempty"`
 }
 
 // ComponentStatus is one plane's state in a StatusReport.
@@ -206,6 +213,9 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 			rep.Components[name] = ComponentStatus{Ready: ready, Version: c.Version()}
 			rep.Ready = rep.Ready && ready
 		}
+	}
+	if s.cfg.JWKS != nil {
+		rep.JWKS = s.cfg.JWKS()
 	}
 	if st := s.cfg.Status(); st != nil {
 		raw, err := json.Marshal(st)
