@@ -2,6 +2,8 @@ package jwt
 
 import (
 	"context"
+	"maps"
+	"strconv"
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -38,6 +40,33 @@ func BenchmarkAuthenticate(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				_, _ = a.Authenticate(ctx, c.req)
+			}
+		})
+	}
+	// Every request a token never seen before: the signature is checked
+	// each time (the verified-token cache misses).
+	for _, key := range []string{"rsa", "es256"} {
+		toks := make([]Request, 512)
+		for i := range toks {
+			c := maps.Clone(claims)
+			c["jti"] = strconv.Itoa(i)
+			toks[i] = request("/api/items", bearer(sign(b, key, c, nil)))
+		}
+		b.Run("distinct-"+testKeys()[key].method.Alg(), func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if i == len(toks) {
+					// Start over with caches that have not seen them.
+					b.StopTimer()
+					a.Update(snapshotOf(b, requestAuthn("bench", `  - {issuer: `+attackIssuer+`, jwksUri: "`+srv.URL+`?`+strconv.Itoa(b.N)+`", audiences: [`+attackAudience+`]}`)))
+					b.StartTimer()
+					i = 0
+				}
+				if res, _ := a.Authenticate(ctx, toks[i]); res.Outcome != Verified {
+					b.Fatalf("%+v", res)
+				}
+				i++
 			}
 		})
 	}

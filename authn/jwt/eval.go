@@ -268,6 +268,9 @@ func (c *evalCtx) verifyWith(p *provider, t *parsedToken) status {
 // tried in order. The check itself is golang-jwt's, with the algorithm
 // pinned to the key's kind and the claims validated again.
 func (p *provider) verifySignature(t *parsedToken, set *keySet) status {
+	if set.verified.has(p, t.raw) {
+		return statusOK
+	}
 	matched := false
 	for _, k := range set.keys {
 		if t.kid != "" && k.kid != "" && k.kid != t.kid {
@@ -280,6 +283,7 @@ func (p *provider) verifySignature(t *parsedToken, set *keySet) status {
 		key := k.key
 		_, err := p.parsers[k.kind].ParseWithClaims(t.raw, jwt.MapClaims{}, func(*jwt.Token) (any, error) { return key, nil })
 		if err == nil {
+			set.verified.add(p, t.raw)
 			return statusOK
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -413,5 +414,42 @@ spec:
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestVerifiedTokensDieWithTheirKeys: a token whose signature was verified
+// (and is remembered) is refused once its key has left the key set.
+func TestVerifiedTokensDieWithTheirKeys(t *testing.T) {
+	t.Parallel()
+	e := newFetchEnv(t, Config{}, jwksOf(t, "rsa"), http.StatusOK)
+	tok := e.token(t)
+	for range 2 { // the second is served from the verified-token cache
+		if res := authenticate(t, e.a, request("/", bearer(tok))); res.Outcome != Verified {
+			t.Fatalf("%v %q", res.Outcome, res.Reason)
+		}
+	}
+	e.srv.set(jwksOf(t, "rsa-other"))
+	fetches := e.status(t).Fetches
+	e.clk.Advance(DefaultJWKSRefresh)
+	authenticate(t, e.a, request("/", bearer(tok)))
+	waitFor(t, "refresh", func() bool { return e.status(t).Fetches > fetches })
+	wantRejected(t, authenticate(t, e.a, request("/", bearer(tok))), 401, "Jwks doesn't have key to match kid or alg from Jwt")
+}
+
+func TestVerifiedTokensBounded(t *testing.T) {
+	var v verifiedTokens
+	p := &provider{}
+	v.add(p, "hot")
+	for i := range 3 * maxVerifiedTokens {
+		v.add(p, strconv.Itoa(i))
+		if !v.has(p, "hot") {
+			t.Fatalf("a token looked up between adds was dropped after %d adds", i+1)
+		}
+		if n := len(v.young) + len(v.old); n > maxVerifiedTokens {
+			t.Fatalf("%d entries", n)
+		}
+	}
+	if v.has(&provider{}, "hot") {
+		t.Error("a token verified for one provider counts for another")
 	}
 }

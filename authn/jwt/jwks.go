@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
 )
@@ -67,6 +68,12 @@ type publicKey struct {
 // keySet is a parsed JWKS.
 type keySet struct {
 	keys []*publicKey
+	// verified remembers the tokens whose signature these keys verified,
+	// as Envoy's jwt_cache does: an RSA or ECDSA check costs tens of
+	// microseconds and an end user sends the same token many times. A key
+	// set never changes, so an entry is true for as long as the set is
+	// the one in use; a new set starts empty.
+	verified verifiedTokens
 }
 
 // parseJWKS reads a JSON Web Key Set. It fails as Envoy does: not JSON,
@@ -175,4 +182,48 @@ func contains(l []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// verifiedTokens is a bounded set of (provider, token) pairs whose
+// signature verified, in two generations: when the young one is full the
+// old one is dropped, and a hit in the old one is kept young.
+type verifiedTokens struct {
+	mu    sync.Mutex
+	young map[verifiedKey]struct{}
+	old   map[verifiedKey]struct{}
+}
+
+type verifiedKey struct {
+	p   *provider // the parser's checks (issuer) are the provider's
+	raw string
+}
+
+// maxVerifiedTokens bounds one key set's cache: tokens are about 1 KB.
+const maxVerifiedTokens = 4096
+
+func (v *verifiedTokens) has(p *provider, raw string) bool {
+	k := verifiedKey{p, raw}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.young[k]; ok {
+		return true
+	}
+	if _, ok := v.old[k]; ok {
+		v.addLocked(k)
+		return true
+	}
+	return false
+}
+
+func (v *verifiedTokens) add(p *provider, raw string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.addLocked(verifiedKey{p, raw})
+}
+
+func (v *verifiedTokens) addLocked(k verifiedKey) {
+	if v.young == nil || len(v.young) >= maxVerifiedTokens/2 {
+		v.old, v.young = v.young, make(map[verifiedKey]struct{})
+	}
+	v.young[k] = struct{}{}
 }
