@@ -106,7 +106,11 @@ type Auth struct {
 	Claims    map[string]any `yaml:"claims"`
 }
 
-// Expect is the expected decision. Unset fields are not checked.
+// Expect is the expected decision. Unset fields are not checked, and a
+// field is checked only against an implementation that reports it (see
+// Decision): `garrison policy test` and the conformance runner report
+// allowed, status, policy, rule and reason today, authz/compile's tests
+// everything.
 type Expect struct {
 	Allowed *bool `yaml:"allowed"`
 	// Status is the HTTP status of a denial (403, 401, 400).
