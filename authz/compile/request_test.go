@@ -20,12 +20,16 @@ import (
 	"github.com/garrison-mesh/garrison/policies"
 )
 
-// inputBuilder builds the OPA input of a CheckRequest: engine.InputBuilder's
-// Build, which TestMain (main_test.go, package compile_test) sets through
-// SetInputBuilder before any test runs.
+// The tests of this package write requests as authz/cases does (the format
+// of `garrison policy test`) and evaluate the input the engine builds for
+// them (engine.NewInputBuilder: CONTRACT sections 1 and 2), so that a case
+// decides here what it decides in Garrison. authz/engine imports this
+// package, so these tests cannot import it: TestMain, in the external test
+// package (main_test.go), hands the builder over before any test runs.
 var inputBuilder func(*authv3.CheckRequest) (ast.Value, error)
 
-// SetInputBuilder is for TestMain only.
+// SetInputBuilder is exported, in a test file, for TestMain of package
+// compile_test.
 func SetInputBuilder(build func(*authv3.CheckRequest) (ast.Value, error)) { inputBuilder = build }
 
 // caseInput is the input the engine evaluates r with (CONTRACT sections 1
