@@ -1,21 +1,18 @@
 package bundle_test
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
 	"gopkg.in/yaml.v3"
 
 	"github.com/garrison-mesh/garrison/authz/cases"
@@ -29,11 +26,10 @@ import (
 // from the examples' decision tests (deploy/examples/*/..._test.yaml, the
 // authz/cases format) and from authz/compile's behaviour cases
 // (testdata/behaviour.yaml, testdata/legacy-behaviour/*.yaml,
-// testdata/istio-builder-cases.yaml with Istio's builder inputs). The
-// compile cases are written in that package's own test request formats,
-// mirrored here as compileRequest and legacyRequest; their decoding is
-// strict, so that a request field added there fails here instead of being
-// silently dropped.
+// testdata/istio-builder-cases.yaml with Istio's builder inputs). All of
+// them describe requests in the authz/cases format; the compile files wrap
+// them in cases of their own (policies, options), of which only what the
+// policy set needs is read here.
 
 const (
 	examplesDir     = "../../deploy/examples"
@@ -111,13 +107,10 @@ func exampleSet(t *testing.T, dir string) *paritySet {
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		for _, c := range cs {
-			req, err := c.Request.CheckRequest()
-			if err != nil {
-				return fmt.Errorf("%s:%d: %w", p, c.Line, err)
-			}
-			s.requests = append(s.requests, parityRequest{name: fmt.Sprintf("%s:%d %s", filepath.Base(p), c.Line, c.Name), req: req})
+		for i, c := range cs {
+			cs[i].Name = fmt.Sprintf("%s:%d %s", filepath.Base(p), c.Line, c.Name)
 		}
+		s.requests = append(s.requests, caseRequests(t, s.name, cs)...)
 		return nil
 	})
 	if err != nil {
@@ -151,17 +144,6 @@ func parseResources(t *testing.T, name string, data []byte) []*policies.Resource
 	return rs
 }
 
-// strictDecode decodes node into v, rejecting unknown fields.
-func strictDecode(node *yaml.Node, v any) error {
-	data, err := yaml.Marshal(node)
-	if err != nil {
-		return err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	return dec.Decode(v)
-}
-
 func readYAML(t *testing.T, path string, v any) {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -184,20 +166,13 @@ func (o compileOptions) options() compile.Options {
 	return compile.Options{TrustDomain: o.TrustDomain, TrustDomainAliases: o.TrustDomainAliases, NumTrustedProxies: o.NumTrustedProxies}
 }
 
-// namedNode is a request of a compile case: its name and the request
-// mapping, decoded strictly later.
-type namedNode struct {
-	Name    string    `yaml:"name"`
-	Request yaml.Node `yaml:"request"`
-}
-
 func behaviourSets(t *testing.T) []*paritySet {
 	t.Helper()
 	var doc []struct {
 		Name     string         `yaml:"name"`
 		Options  compileOptions `yaml:"options"`
 		Policies string         `yaml:"policies"`
-		Requests []namedNode    `yaml:"requests"`
+		Requests []cases.Case   `yaml:"requests"`
 	}
 	readYAML(t, filepath.Join(compileTestdata, "behaviour.yaml"), &doc)
 	if len(doc) < 30 {
@@ -207,7 +182,7 @@ func behaviourSets(t *testing.T) []*paritySet {
 	for _, c := range doc {
 		s := &paritySet{name: "behaviour/" + c.Name}
 		s.snap, s.res = compileSet(t, s.name, parseResources(t, c.Name+".yaml", []byte(c.Policies)), policies.SnapshotOptions{}, c.Options.options())
-		s.requests = compileRequests(t, s.name, c.Requests)
+		s.requests = caseRequests(t, s.name, c.Requests)
 		out = append(out, s)
 	}
 	return out
@@ -218,7 +193,7 @@ func istioBuilderSets(t *testing.T) []*paritySet {
 	var doc []struct {
 		Input    string         `yaml:"input"`
 		Options  compileOptions `yaml:"options"`
-		Requests []namedNode    `yaml:"requests"`
+		Requests []cases.Case   `yaml:"requests"`
 	}
 	readYAML(t, filepath.Join(compileTestdata, "istio-builder-cases.yaml"), &doc)
 	var out []*paritySet
@@ -229,85 +204,24 @@ func istioBuilderSets(t *testing.T) []*paritySet {
 		}
 		s := &paritySet{name: "istio-builder/" + strings.TrimSuffix(c.Input, "-in.yaml")}
 		s.snap, s.res = compileSet(t, s.name, parseResources(t, c.Input, data), policies.SnapshotOptions{}, c.Options.options())
-		s.requests = compileRequests(t, s.name, c.Requests)
+		s.requests = caseRequests(t, s.name, c.Requests)
 		out = append(out, s)
 	}
 	return out
 }
 
-func compileRequests(t *testing.T, set string, nodes []namedNode) []parityRequest {
+// caseRequests renders the requests of cases as Envoy would send them.
+func caseRequests(t *testing.T, set string, cs []cases.Case) []parityRequest {
 	t.Helper()
 	var out []parityRequest
-	for _, n := range nodes {
-		var r compileRequest
-		if n.Request.Kind != 0 {
-			if err := strictDecode(&n.Request, &r); err != nil {
-				t.Fatalf("%s: %s: %v (a request field authz/compile's tests added? mirror it in compileRequest)", set, n.Name, err)
-			}
+	for _, c := range cs {
+		req, err := c.Request.CheckRequest()
+		if err != nil {
+			t.Fatalf("%s: %s: %v", set, c.Name, err)
 		}
-		out = append(out, parityRequest{name: n.Name, req: r.checkRequest(t)})
+		out = append(out, parityRequest{name: c.Name, req: req})
 	}
 	return out
-}
-
-// compileRequest mirrors authz/compile's testRequest (request_test.go).
-type compileRequest struct {
-	Namespace        string            `yaml:"namespace"`
-	Labels           map[string]string `yaml:"labels"`
-	NoWorkload       bool              `yaml:"noWorkload"`
-	Services         string            `yaml:"services"`
-	SourceIP         string            `yaml:"sourceIP"`
-	Principal        string            `yaml:"principal"`
-	DestinationIP    string            `yaml:"destinationIP"`
-	Port             int               `yaml:"port"`
-	SNI              string            `yaml:"sni"`
-	Method           string            `yaml:"method"`
-	Host             string            `yaml:"host"`
-	Path             string            `yaml:"path"`
-	Headers          map[string]string `yaml:"headers"`
-	RequestPrincipal string            `yaml:"requestPrincipal"`
-	Claims           map[string]any    `yaml:"claims"`
-	Metadata         map[string]any    `yaml:"metadata"`
-}
-
-// checkRequest is the CheckRequest whose plugin input is what testRequest's
-// input() writes by hand, with its defaults.
-func (r compileRequest) checkRequest(t *testing.T) *authv3.CheckRequest {
-	t.Helper()
-	r.Namespace = or(r.Namespace, "foo")
-	if r.Labels == nil {
-		r.Labels = map[string]string{"app": "httpbin", "version": "v1"}
-	}
-	r.SourceIP = or(r.SourceIP, "10.0.0.1")
-	r.DestinationIP = or(r.DestinationIP, "10.1.0.1")
-	if r.Port == 0 {
-		r.Port = 8000
-	}
-	r.Method = or(r.Method, "GET")
-	r.Host = or(r.Host, "httpbin.foo.svc.cluster.local")
-	r.Path = or(r.Path, "/")
-	var ext map[string]string
-	if !r.NoWorkload {
-		ext = workloadExtensions(r.Namespace, r.Labels, r.Services)
-	}
-	filters := map[string]any{}
-	maps.Copy(filters, r.Metadata)
-	if r.RequestPrincipal != "" || r.Claims != nil {
-		authn := map[string]any{}
-		if r.RequestPrincipal != "" {
-			authn["request.auth.principal"] = r.RequestPrincipal
-		}
-		if r.Claims != nil {
-			authn["request.auth.claims"] = r.Claims
-		}
-		filters["istio_authn"] = authn
-	}
-	return buildCheckRequest(t, checkParts{
-		sourceIP: r.SourceIP, sourcePrincipal: r.Principal,
-		destIP: r.DestinationIP, destPort: r.Port,
-		http: true, method: r.Method, host: r.Host, path: r.Path, headers: r.Headers,
-		ext: ext, sni: r.SNI, filters: filters,
-	})
 }
 
 func legacySets(t *testing.T) []*paritySet {
@@ -319,201 +233,24 @@ func legacySets(t *testing.T) []*paritySet {
 	var out []*paritySet
 	for _, f := range files {
 		var doc []struct {
-			Name               string      `yaml:"name"`
-			Root               string      `yaml:"root"`
-			TrustDomain        string      `yaml:"trustDomain"`
-			TrustDomainAliases []string    `yaml:"trustDomainAliases"`
-			Policies           string      `yaml:"policies"`
-			Requests           []yaml.Node `yaml:"requests"`
+			Name               string       `yaml:"name"`
+			Root               string       `yaml:"root"`
+			TrustDomain        string       `yaml:"trustDomain"`
+			TrustDomainAliases []string     `yaml:"trustDomainAliases"`
+			Policies           string       `yaml:"policies"`
+			Requests           []cases.Case `yaml:"requests"`
 		}
 		readYAML(t, f, &doc)
 		for _, c := range doc {
 			s := &paritySet{name: "legacy/" + strings.TrimSuffix(filepath.Base(f), ".yaml") + "/" + c.Name}
-			so := policies.SnapshotOptions{RootNamespace: or(c.Root, "istio-system")}
+			so := policies.SnapshotOptions{RootNamespace: cmp.Or(c.Root, "istio-system")}
 			co := compile.Options{TrustDomain: c.TrustDomain, TrustDomainAliases: c.TrustDomainAliases}
 			s.snap, s.res = compileSet(t, s.name, parseResources(t, c.Name+".yaml", []byte(c.Policies)), so, co)
-			for _, n := range c.Requests {
-				name, r := legacyRequestOf(t, s.name, &n)
-				s.requests = append(s.requests, parityRequest{name: name, req: r.checkRequest(t)})
-			}
+			s.requests = caseRequests(t, s.name, c.Requests)
 			out = append(out, s)
 		}
 	}
 	return out
-}
-
-// legacyWantKeys are the keys of a legacy request mapping that state the
-// expectation (authz/compile's legacyWant) rather than the request.
-var legacyWantKeys = []string{"name", "want", "reason", "permissive", "binding"}
-
-func legacyRequestOf(t *testing.T, set string, n *yaml.Node) (string, legacyRequest) {
-	t.Helper()
-	if n.Kind != yaml.MappingNode {
-		t.Fatalf("%s: a request is not a mapping", set)
-	}
-	req := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
-	var name string
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if k.Value == "name" {
-			name = v.Value
-		}
-		if !slices.Contains(legacyWantKeys, k.Value) {
-			req.Content = append(req.Content, k, v)
-		}
-	}
-	var r legacyRequest
-	if err := strictDecode(req, &r); err != nil {
-		t.Fatalf("%s: %s: %v (a field authz/compile's legacy tests added? mirror it in legacyRequest or legacyWantKeys)", set, name, err)
-	}
-	return name, r
-}
-
-// legacyRequest mirrors authz/compile's legacyRequest
-// (legacy_request_test.go).
-type legacyRequest struct {
-	Namespace      string                    `yaml:"namespace"`
-	NoNamespace    bool                      `yaml:"noNamespace"`
-	Labels         map[string]string         `yaml:"labels"`
-	Services       []string                  `yaml:"services"`
-	NoServices     bool                      `yaml:"noServices"`
-	ServiceAccount string                    `yaml:"serviceAccount"`
-	DestinationIP  string                    `yaml:"destinationIP"`
-	Port           int                       `yaml:"port"`
-	SNI            string                    `yaml:"sni"`
-	Principal      string                    `yaml:"principal"`
-	PrincipalFrom  string                    `yaml:"principalFrom"`
-	SourceIP       string                    `yaml:"sourceIP"`
-	TCP            bool                      `yaml:"tcp"`
-	Method         string                    `yaml:"method"`
-	Path           string                    `yaml:"path"`
-	Host           string                    `yaml:"host"`
-	Headers        map[string]string         `yaml:"headers"`
-	Authn          map[string]any            `yaml:"authn"`
-	Metadata       map[string]map[string]any `yaml:"metadata"`
-}
-
-func (r legacyRequest) checkRequest(t *testing.T) *authv3.CheckRequest {
-	t.Helper()
-	r.Namespace = or(r.Namespace, "foo")
-	if r.Labels == nil {
-		r.Labels = map[string]string{"app": "httpbin"}
-	}
-	if r.Services == nil && !r.NoServices {
-		r.Services = []string{"httpbin." + r.Namespace + ".svc.cluster.local"}
-	}
-	r.ServiceAccount = or(r.ServiceAccount, "httpbin")
-	r.DestinationIP = or(r.DestinationIP, "10.1.0.1")
-	if r.Port == 0 {
-		r.Port = 8000
-	}
-	r.SourceIP = or(r.SourceIP, "10.0.0.1")
-	r.Method = or(r.Method, "GET")
-	r.Path = or(r.Path, "/")
-	r.Host = or(r.Host, "httpbin."+r.Namespace)
-	p := checkParts{
-		sourceIP: r.SourceIP, destIP: r.DestinationIP, destPort: r.Port,
-		destPrincipal: "spiffe://cluster.local/ns/" + r.Namespace + "/sa/" + r.ServiceAccount,
-		http:          !r.TCP, method: r.Method, host: r.Host, path: r.Path, headers: r.Headers,
-		sni: r.SNI, filters: map[string]any{},
-	}
-	authn := map[string]any{}
-	if r.Principal != "" {
-		if r.PrincipalFrom != "authn" {
-			p.sourcePrincipal = "spiffe://" + r.Principal
-		}
-		if r.PrincipalFrom != "cert" {
-			authn["source.principal"] = r.Principal
-			if parts := strings.Split(r.Principal, "/"); len(parts) == 5 && parts[1] == "ns" {
-				authn["source.namespace"] = parts[2]
-			}
-		}
-	}
-	maps.Copy(authn, r.Authn)
-	for f, m := range r.Metadata {
-		p.filters[f] = m
-	}
-	if len(authn) > 0 {
-		p.filters["istio_authn"] = authn
-	}
-	if !r.NoNamespace {
-		p.ext = workloadExtensions(r.Namespace, r.Labels, strings.Join(r.Services, ","))
-	}
-	return buildCheckRequest(t, p)
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
-// workloadExtensions are the context extensions Garrison's xDS sets
-// (CONTRACT.md section 2).
-func workloadExtensions(ns string, labels map[string]string, services string) map[string]string {
-	ext := map[string]string{engine.ExtNamespace: ns, engine.ExtWorkload: "Deployment/" + labels["app"]}
-	for k, v := range labels {
-		ext[engine.ExtLabelPrefix+k] = v
-	}
-	if services != "" {
-		ext[engine.ExtServices] = services
-	}
-	return ext
-}
-
-// checkParts are the fields the corpus's request formats set.
-type checkParts struct {
-	sourceIP, sourcePrincipal string
-	destIP, destPrincipal     string
-	destPort                  int
-	http                      bool
-	method, host, path        string
-	headers                   map[string]string
-	ext                       map[string]string
-	sni                       string
-	filters                   map[string]any
-}
-
-func buildCheckRequest(t *testing.T, p checkParts) *authv3.CheckRequest {
-	t.Helper()
-	addr := func(ip string, port int) *corev3.Address {
-		return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-			Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)}}}}
-	}
-	attrs := &authv3.AttributeContext{
-		Source:            &authv3.AttributeContext_Peer{Address: addr(p.sourceIP, 43210), Principal: p.sourcePrincipal},
-		Destination:       &authv3.AttributeContext_Peer{Address: addr(p.destIP, p.destPort), Principal: p.destPrincipal},
-		ContextExtensions: p.ext,
-	}
-	if p.http {
-		headers := map[string]string{":authority": p.host, ":method": p.method, ":path": p.path, ":scheme": "http"}
-		for k, v := range p.headers {
-			headers[strings.ToLower(k)] = v
-		}
-		attrs.Request = &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Id: "4242", Method: p.method, Headers: headers, Path: p.path, Host: p.host, Scheme: "http", Protocol: "HTTP/1.1",
-		}}
-	}
-	if p.sni != "" {
-		attrs.TlsSession = &authv3.AttributeContext_TLSSession{Sni: p.sni}
-	}
-	if len(p.filters) > 0 {
-		md := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{}}
-		for name, v := range p.filters {
-			m, ok := v.(map[string]any)
-			if !ok {
-				t.Fatalf("metadata of filter %s is %T, not a mapping", name, v)
-			}
-			s, err := structpb.NewStruct(m)
-			if err != nil {
-				t.Fatalf("metadata of filter %s: %v", name, err)
-			}
-			md.FilterMetadata[name] = s
-		}
-		attrs.MetadataContext = md
-	}
-	return &authv3.CheckRequest{Attributes: attrs}
 }
 
 // asEnvoySends turns a corpus request into what Envoy sends an

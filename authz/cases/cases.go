@@ -12,13 +12,25 @@
 //	    method: GET
 //	    path: /reviews/1
 //	  expect: {allowed: true, policy: default/reviews-viewer, rule: 0}
+//
+// The same format describes the requests of authz/compile's behaviour tests
+// and authz/bundle's parity tests, which need a few things a policy
+// repository's tests rarely do: a TCP connection (Request.TCP), dynamic
+// metadata of other filters or of Istio's authn filter beyond Auth
+// (Request.Metadata), and expectations about what a decision records
+// without deciding (Expect.DryRun, Audit, Permissive) or delegates
+// (Expect.Provider, AfterCustom). Everything left out keeps its meaning, so
+// files written before these fields read as they did.
 package cases
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,6 +65,17 @@ type Request struct {
 	// Auth is the outcome of request (JWT) authentication, as Istio's
 	// authn filter reports it; empty means no authenticated request.
 	Auth *Auth `yaml:"auth"`
+	// TCP makes the request a connection checked by Envoy's network
+	// ext_authz filter: it has no HTTP attributes, so Method, Path, Host,
+	// Scheme and Headers must be left out. Legacy RBAC's TCP rules are
+	// about such requests.
+	TCP bool `yaml:"tcp"`
+	// Metadata is more dynamic metadata, by filter name (say
+	// envoy.filters.network.mysql_proxy), as Envoy passes it in
+	// metadata_context.filter_metadata. Under istio_authn it adds keys to
+	// those Auth writes (source.principal for an identity authentication
+	// recorded without a peer certificate); a key both write is an error.
+	Metadata map[string]map[string]any `yaml:"metadata"`
 }
 
 // Peer is the calling side of a connection.
@@ -83,7 +106,11 @@ type Auth struct {
 	Claims    map[string]any `yaml:"claims"`
 }
 
-// Expect is the expected decision. Unset fields are not checked.
+// Expect is the expected decision. Unset fields are not checked, and a
+// field is checked only against an implementation that reports it (see
+// Decision): `garrison policy test` and the conformance runner report
+// allowed, status, policy, rule and reason today, authz/compile's tests
+// everything.
 type Expect struct {
 	Allowed *bool `yaml:"allowed"`
 	// Status is the HTTP status of a denial (403, 401, 400).
@@ -92,6 +119,19 @@ type Expect struct {
 	Policy string `yaml:"policy"`
 	Rule   *int   `yaml:"rule"`
 	Reason string `yaml:"reason"`
+	// Provider is the extension provider a CUSTOM policy delegates the
+	// request to; AfterCustom the decision that applies when the provider
+	// allows (a DENY or an unmatched ALLOW policy may still deny).
+	Provider    string  `yaml:"provider"`
+	AfterCustom *Expect `yaml:"afterCustom"`
+	// DryRun lists "<namespace>/<name> <ACTION>" of each dry-run policy a
+	// rule of which matched, Audit "<namespace>/<name>" of each AUDIT
+	// policy that matched, Permissive "<namespace>/<name>" of each legacy
+	// ServiceRoleBinding that PERMISSIVE RBAC recorded. Given, even empty,
+	// the list is checked exactly (in any order); left out, not at all.
+	DryRun     *[]string `yaml:"dryRun"`
+	Audit      *[]string `yaml:"audit"`
+	Permissive *[]string `yaml:"permissive"`
 }
 
 // Decode reads a YAML list of cases, rejecting unknown fields.
@@ -124,6 +164,9 @@ func Decode(r io.Reader) ([]Case, error) {
 		if c.Expect.Allowed == nil {
 			return nil, fmt.Errorf("line %d: case %q: expect.allowed is required", c.Line, c.Name)
 		}
+		if a := c.Expect.AfterCustom; a != nil && a.Allowed == nil {
+			return nil, fmt.Errorf("line %d: case %q: expect.afterCustom.allowed is required", c.Line, c.Name)
+		}
 		out[i] = c
 	}
 	return out, nil
@@ -139,6 +182,9 @@ const (
 // CheckRequest renders the request as Envoy's ext_authz filter would send
 // it to an authorization server configured by Garrison's xDS.
 func (r *Request) CheckRequest() (*authv3.CheckRequest, error) {
+	if r.TCP && (r.Method != "" || r.Path != "" || r.Host != "" || r.Scheme != "" || len(r.Headers) > 0) {
+		return nil, errors.New("a tcp request has no method, path, host, scheme or headers")
+	}
 	method := r.Method
 	if method == "" {
 		method = "GET"
@@ -180,24 +226,57 @@ func (r *Request) CheckRequest() (*authv3.CheckRequest, error) {
 		}
 	}
 	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:      src,
-		Destination: dst,
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Id: "case", Method: method, Path: path, Host: host, Scheme: scheme, Protocol: "HTTP/1.1", Headers: headers,
-		}},
+		Source:            src,
+		Destination:       dst,
 		ContextExtensions: ext,
 	}}
+	if !r.TCP {
+		req.Attributes.Request = &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "case", Method: method, Path: path, Host: host, Scheme: scheme, Protocol: "HTTP/1.1", Headers: headers,
+		}}
+	}
 	if r.SNI != "" {
 		req.Attributes.TlsSession = &authv3.AttributeContext_TLSSession{Sni: r.SNI}
 	}
-	if r.Auth != nil {
-		md, err := r.Auth.metadata()
-		if err != nil {
-			return nil, fmt.Errorf("auth: %w", err)
-		}
-		req.Attributes.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio_authn": md}}
+	md, err := r.metadata()
+	if err != nil {
+		return nil, err
+	}
+	if len(md) > 0 {
+		req.Attributes.MetadataContext = &corev3.Metadata{FilterMetadata: md}
 	}
 	return req, nil
+}
+
+// metadata is the dynamic metadata of the request: Metadata, with Auth's
+// keys added under istio_authn.
+func (r *Request) metadata() (map[string]*structpb.Struct, error) {
+	filters := map[string]map[string]any{}
+	for name, fields := range r.Metadata {
+		filters[name] = maps.Clone(fields)
+	}
+	if r.Auth != nil {
+		authn := filters["istio_authn"]
+		if authn == nil {
+			authn = map[string]any{}
+			filters["istio_authn"] = authn
+		}
+		for k, v := range r.Auth.fields() {
+			if _, dup := authn[k]; dup {
+				return nil, fmt.Errorf("metadata: istio_authn %s is given by auth too", k)
+			}
+			authn[k] = v
+		}
+	}
+	out := make(map[string]*structpb.Struct, len(filters))
+	for name, fields := range filters {
+		s, err := structpb.NewStruct(normalizeYAML(fields).(map[string]any))
+		if err != nil {
+			return nil, fmt.Errorf("metadata of %s: %w", name, err)
+		}
+		out[name] = s
+	}
+	return out, nil
 }
 
 func peer(principal, ip string, port uint32, defIP string, defPort uint32) (*authv3.AttributeContext_Peer, error) {
@@ -220,9 +299,9 @@ func peer(principal, ip string, port uint32, defIP string, defPort uint32) (*aut
 	}, nil
 }
 
-// metadata renders the authentication outcome with the keys of Istio's
-// authn filter.
-func (a *Auth) metadata() (*structpb.Struct, error) {
+// fields are the authentication outcome with the keys of Istio's authn
+// filter.
+func (a *Auth) fields() map[string]any {
 	fields := map[string]any{}
 	if a.Principal != "" {
 		fields["request.auth.principal"] = a.Principal
@@ -238,12 +317,13 @@ func (a *Auth) metadata() (*structpb.Struct, error) {
 		fields["request.auth.presenter"] = a.Presenter
 	}
 	if len(a.Claims) > 0 {
-		fields["request.auth.claims"] = normalizeYAML(a.Claims)
+		fields["request.auth.claims"] = a.Claims
 	}
-	return structpb.NewStruct(fields)
+	return fields
 }
 
-// normalizeYAML turns YAML-decoded values into what structpb accepts.
+// normalizeYAML turns YAML-decoded values (and string lists set from Go)
+// into what structpb accepts.
 func normalizeYAML(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
@@ -256,6 +336,12 @@ func normalizeYAML(v any) any {
 		out := make([]any, len(t))
 		for i, x := range t {
 			out[i] = normalizeYAML(x)
+		}
+		return out
+	case []string:
+		out := make([]any, len(t))
+		for i, x := range t {
+			out[i] = x
 		}
 		return out
 	case int:
@@ -276,12 +362,31 @@ type Decision struct {
 	Policy  string
 	Rule    *int
 	Reason  string
+	// Provider is the extension provider the decision delegates to;
+	// AfterCustom what applies when it allows.
+	Provider    string
+	AfterCustom *Decision
+	// DryRun, Audit and Permissive are what the decision recorded, written
+	// as Expect writes them; nil when the implementation does not say.
+	DryRun, Audit, Permissive []string
+	// Complete says the implementation reports every field above, so that
+	// one left empty means "none" rather than "not reported" and every
+	// expectation is checked against it. A stock OPA behind Envoy reports
+	// only allowed and status, Garrison's deny header no more than reason,
+	// policy and rule; authz/compile's tests, which read the decision
+	// object itself, report it all.
+	Complete bool
 }
 
 // Mismatch explains how got differs from the expectation, or returns "".
-// Policy, rule and reason are checked only when the implementation reports
-// them (a stock OPA behind Envoy reports only allowed and status).
+// Fields other than allowed and status are checked only when the
+// implementation reports them (a stock OPA behind Envoy reports only allowed
+// and status) or reports its decisions Complete.
 func (e Expect) Mismatch(got Decision) string {
+	return strings.Join(e.mismatches(got), "; ")
+}
+
+func (e Expect) mismatches(got Decision) []string {
 	var diffs []string
 	if e.Allowed != nil && *e.Allowed != got.Allowed {
 		diffs = append(diffs, fmt.Sprintf("allowed: got %t, want %t", got.Allowed, *e.Allowed))
@@ -292,14 +397,45 @@ func (e Expect) Mismatch(got Decision) string {
 	if e.Policy != "" && got.Policy != "" && got.Policy != e.Policy {
 		diffs = append(diffs, fmt.Sprintf("policy: got %s, want %s", got.Policy, e.Policy))
 	}
-	if e.Policy != "" && got.Policy == "" && got.Reason != "" {
+	if e.Policy != "" && got.Policy == "" && (got.Reason != "" || got.Complete) {
 		diffs = append(diffs, fmt.Sprintf("policy: none decided (reason %s), want %s", got.Reason, e.Policy))
 	}
 	if e.Rule != nil && got.Rule != nil && *got.Rule != *e.Rule {
 		diffs = append(diffs, "rule: got "+strconv.Itoa(*got.Rule)+", want "+strconv.Itoa(*e.Rule))
 	}
-	if e.Reason != "" && got.Reason != "" && got.Reason != e.Reason {
+	if e.Rule != nil && got.Rule == nil && got.Complete {
+		diffs = append(diffs, "rule: none, want "+strconv.Itoa(*e.Rule))
+	}
+	if e.Reason != "" && (got.Reason != "" || got.Complete) && got.Reason != e.Reason {
 		diffs = append(diffs, fmt.Sprintf("reason: got %s, want %s", got.Reason, e.Reason))
 	}
-	return strings.Join(diffs, "; ")
+	if e.Provider != "" && (got.Provider != "" || got.Complete) && got.Provider != e.Provider {
+		diffs = append(diffs, fmt.Sprintf("provider: got %q, want %s", got.Provider, e.Provider))
+	}
+	if e.AfterCustom != nil {
+		switch {
+		case got.AfterCustom != nil:
+			for _, d := range e.AfterCustom.mismatches(*got.AfterCustom) {
+				diffs = append(diffs, "afterCustom: "+d)
+			}
+		case got.Complete:
+			diffs = append(diffs, "afterCustom: none")
+		}
+	}
+	diffs = appendListMismatch(diffs, "dryRun", e.DryRun, got.DryRun, got.Complete)
+	diffs = appendListMismatch(diffs, "audit", e.Audit, got.Audit, got.Complete)
+	diffs = appendListMismatch(diffs, "permissive", e.Permissive, got.Permissive, got.Complete)
+	return diffs
+}
+
+// appendListMismatch compares a recorded list as a set.
+func appendListMismatch(diffs []string, name string, want *[]string, got []string, complete bool) []string {
+	if want == nil || (got == nil && !complete) {
+		return diffs
+	}
+	w, g := slices.Compact(slices.Sorted(slices.Values(*want))), slices.Compact(slices.Sorted(slices.Values(got)))
+	if !slices.Equal(w, g) {
+		diffs = append(diffs, fmt.Sprintf("%s: got %q, want %q", name, g, w))
+	}
+	return diffs
 }

@@ -6,19 +6,18 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/garrison-mesh/garrison/authz/cases"
 )
 
 // behaviourCase is one case of testdata/behaviour.yaml: policies and the
-// decisions that requests get under them, evaluated by real OPA.
+// decisions that requests (authz/cases cases) get under them, evaluated by
+// real OPA.
 type behaviourCase struct {
-	Name     string      `yaml:"name"`
-	Options  caseOptions `yaml:"options"`
-	Policies string      `yaml:"policies"`
-	Requests []struct {
-		Name    string      `yaml:"name"`
-		Request testRequest `yaml:"request"`
-		Want    want        `yaml:",inline"`
-	} `yaml:"requests"`
+	Name     string       `yaml:"name"`
+	Options  caseOptions  `yaml:"options"`
+	Policies string       `yaml:"policies"`
+	Requests []cases.Case `yaml:"requests"`
 }
 
 // caseOptions are the compile Options a case may set.
@@ -37,30 +36,32 @@ func (o caseOptions) options() Options {
 	}
 }
 
+// loadCases decodes a whole file at once, strictly: its requests share
+// YAML anchors across cases.
 func loadCases[T any](t *testing.T, path string) []T {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cases []T
+	var out []T
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&cases); err != nil {
+	if err := dec.Decode(&out); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	return cases
+	return out
 }
 
 // TestBehaviour compiles each case's policies and checks the decision of
 // each of its requests.
 func TestBehaviour(t *testing.T) {
-	cases := loadCases[behaviourCase](t, "testdata/behaviour.yaml")
-	if len(cases) < 30 {
-		t.Fatalf("only %d behaviour cases", len(cases))
+	all := loadCases[behaviourCase](t, "testdata/behaviour.yaml")
+	if len(all) < 30 {
+		t.Fatalf("only %d behaviour cases", len(all))
 	}
 	names := map[string]bool{}
-	for _, c := range cases {
+	for _, c := range all {
 		if names[c.Name] {
 			t.Fatalf("duplicate case %q", c.Name)
 		}
@@ -76,9 +77,9 @@ func TestBehaviour(t *testing.T) {
 			}
 			ev := newEvaluator(t, res)
 			for _, r := range c.Requests {
-				d := ev.decide(t, r.Request.input())
-				for _, diff := range r.Want.check(d) {
-					t.Errorf("%s: %s\n  decision: %v", r.Name, diff, d)
+				d := ev.decide(t, caseInput(t, r.Request))
+				if m := mismatch(r.Expect, d); m != "" {
+					t.Errorf("%s: %s\n  decision: %v", r.Name, m, d)
 				}
 			}
 		})

@@ -3,13 +3,14 @@ package compile
 import (
 	"context"
 	"fmt"
-	"github.com/garrison-mesh/garrison/authz/internal/meshgen"
 	"testing"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 
+	"github.com/garrison-mesh/garrison/authz/cases"
+	"github.com/garrison-mesh/garrison/authz/internal/meshgen"
 	"github.com/garrison-mesh/garrison/policies"
 )
 
@@ -41,12 +42,12 @@ func BenchmarkCompile10k(b *testing.B) {
 
 // benchRequest goes to workload app-3 of ns-0, which has policies of its
 // own: its ALLOW policy p3 allows it.
-var benchRequest = testRequest{
-	Namespace: "ns-0",
-	Labels:    map[string]string{"app": "app-3"},
-	Principal: "spiffe://cluster.local/ns/ns-0/sa/client-web",
-	Path:      "/api/v3/items",
-	Headers:   map[string]string{"x-tenant": "tenant-0"},
+var benchRequest = cases.Request{
+	Destination: cases.Destination{Namespace: "ns-0", Labels: map[string]string{"app": "app-3"}, IP: "10.1.0.1", Port: 8000},
+	Source:      cases.Peer{Principal: "spiffe://cluster.local/ns/ns-0/sa/client-web"},
+	Host:        "httpbin.foo.svc.cluster.local",
+	Path:        "/api/v3/items",
+	Headers:     map[string]string{"x-tenant": "tenant-0"},
 }
 
 // BenchmarkEvalFloor is OPA's own floor: a prepared query that only reads
@@ -58,10 +59,7 @@ func BenchmarkEvalFloor(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	in, err := ast.InterfaceToValue(benchRequest.input())
-	if err != nil {
-		b.Fatal(err)
-	}
+	in := caseInput(b, benchRequest)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -94,10 +92,7 @@ func BenchmarkDecide(b *testing.B) {
 			}
 			prepare := time.Since(start)
 
-			in, err := ast.InterfaceToValue(benchRequest.input())
-			if err != nil {
-				b.Fatal(err)
-			}
+			in := caseInput(b, benchRequest)
 			ctx := context.Background()
 			rs, err := q.Eval(ctx, rego.EvalParsedInput(in))
 			if err != nil || len(rs) != 1 {

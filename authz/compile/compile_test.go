@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/garrison-mesh/garrison/authz/cases"
 	"github.com/garrison-mesh/garrison/policies"
 	regolib "github.com/garrison-mesh/garrison/policies/rego"
 )
@@ -228,18 +229,21 @@ func TestAllGoldenTogether(t *testing.T) {
 	// Merged (what the engine loads) and one module per resource decide alike.
 	merged := newEvaluator(t, res)
 	separate := newEvaluatorFor(t, res.Modules, res.Data)
-	for _, r := range []testRequest{
-		{},
-		{Principal: "spiffe://cluster.local/ns/foo/sa/a", Path: "/admin/x", Method: "POST"},
-		{Principal: "spiffe://cluster.local/ns/sleep/sa/sleep", Path: "/headers", Labels: map[string]string{"app": "httpbin", "version": "v1"}},
-		{Namespace: "bar", Labels: map[string]string{"istio": "ingressgateway"}},
-		{NoWorkload: true},
+	httpbin := cases.Destination{Namespace: "foo", Labels: map[string]string{"app": "httpbin", "version": "v1"}, IP: "10.1.0.1", Port: 8000}
+	const host = "httpbin.foo.svc.cluster.local"
+	for _, r := range []cases.Request{
+		{Destination: httpbin, Host: host},
+		{Destination: httpbin, Host: host, Source: cases.Peer{Principal: "spiffe://cluster.local/ns/foo/sa/a"}, Path: "/admin/x", Method: "POST"},
+		{Destination: httpbin, Host: host, Source: cases.Peer{Principal: "spiffe://cluster.local/ns/sleep/sa/sleep"}, Path: "/headers"},
+		{Destination: cases.Destination{Namespace: "bar", Labels: map[string]string{"istio": "ingressgateway"}, IP: "10.1.0.1", Port: 8000}, Host: host},
+		{Destination: cases.Destination{IP: "10.1.0.1", Port: 8000}, Host: host},
 	} {
-		d := merged.decide(t, r.input())
+		in := caseInput(t, r)
+		d := merged.decide(t, in)
 		if _, ok := d["allowed"].(bool); !ok {
 			t.Errorf("%+v: decision %v", r, d)
 		}
-		if d2 := separate.decide(t, r.input()); !reflect.DeepEqual(d, d2) {
+		if d2 := separate.decide(t, in); !reflect.DeepEqual(d, d2) {
 			t.Errorf("%+v: merged decides %v, separate modules %v", r, d, d2)
 		}
 	}

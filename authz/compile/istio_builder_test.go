@@ -3,6 +3,8 @@ package compile
 import (
 	"strings"
 	"testing"
+
+	"github.com/garrison-mesh/garrison/authz/cases"
 )
 
 // istioBuilderCase is one input of Istio's builder golden pairs and the
@@ -12,12 +14,10 @@ type istioBuilderCase struct {
 	Golden   []string    `yaml:"golden"`
 	Options  caseOptions `yaml:"options"`
 	Requests []struct {
-		Name    string      `yaml:"name"`
-		Request testRequest `yaml:"request"`
+		cases.Case `yaml:",inline"`
 		// RBAC is the Envoy RBAC policy of the golden output that decides,
 		// "" when none matches.
 		RBAC *string `yaml:"rbac"`
-		Want want    `yaml:",inline"`
 	} `yaml:"requests"`
 }
 
@@ -52,9 +52,9 @@ func TestIstioBuilderCases(t *testing.T) {
 				case *r.RBAC != "" && !strings.Contains(golden.String(), *r.RBAC+":"):
 					t.Errorf("%s: %s is not a policy of %v", r.Name, *r.RBAC, c.Golden)
 				}
-				d := ev.decide(t, r.Request.input())
-				for _, diff := range r.Want.check(d) {
-					t.Errorf("%s: %s\n  decision: %v", r.Name, diff, d)
+				d := ev.decide(t, caseInput(t, r.Request))
+				if m := mismatch(r.Expect, d); m != "" {
+					t.Errorf("%s: %s\n  decision: %v", r.Name, m, d)
 				}
 			}
 		})

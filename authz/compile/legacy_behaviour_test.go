@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"github.com/garrison-mesh/garrison/authz/cases"
 )
 
 // legacyCase is one behaviour case of testdata/legacy-behaviour/*.yaml:
@@ -15,15 +15,11 @@ import (
 type legacyCase struct {
 	Name string `yaml:"name"`
 	// Root is the root namespace (default istio-system).
-	Root               string   `yaml:"root"`
-	TrustDomain        string   `yaml:"trustDomain"`
-	TrustDomainAliases []string `yaml:"trustDomainAliases"`
-	Policies           string   `yaml:"policies"`
-	Requests           []struct {
-		Name    string        `yaml:"name"`
-		Request legacyRequest `yaml:",inline"`
-		Want    legacyWant    `yaml:",inline"`
-	} `yaml:"requests"`
+	Root               string       `yaml:"root"`
+	TrustDomain        string       `yaml:"trustDomain"`
+	TrustDomainAliases []string     `yaml:"trustDomainAliases"`
+	Policies           string       `yaml:"policies"`
+	Requests           []cases.Case `yaml:"requests"`
 }
 
 // TestLegacyBehaviour evaluates every case with real OPA: the legacy modules
@@ -34,17 +30,7 @@ func TestLegacyBehaviour(t *testing.T) {
 		t.Fatalf("no cases: %v", err)
 	}
 	for _, file := range files {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dec := yaml.NewDecoder(strings.NewReader(string(data)))
-		dec.KnownFields(true)
-		var cases []legacyCase
-		if err := dec.Decode(&cases); err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		for _, tc := range cases {
+		for _, tc := range loadCases[legacyCase](t, file) {
 			t.Run(strings.TrimSuffix(filepath.Base(file), ".yaml")+"/"+tc.Name, func(t *testing.T) {
 				t.Parallel()
 				root := tc.Root
@@ -62,9 +48,9 @@ func TestLegacyBehaviour(t *testing.T) {
 					t.Fatal("a case needs requests")
 				}
 				for _, r := range tc.Requests {
-					d := ev.decide(t, r.Request.input())
-					for _, e := range r.Want.check(d) {
-						t.Errorf("%s: %s (decision %v)", r.Name, e, d)
+					d := ev.decide(t, caseInput(t, r.Request))
+					if m := mismatch(r.Expect, d); m != "" {
+						t.Errorf("%s: %s (decision %v)", r.Name, m, d)
 					}
 				}
 			})
@@ -80,12 +66,12 @@ func TestLegacyBookinfo(t *testing.T) {
 	if _, err := os.Stat(dir); err != nil {
 		t.Skipf("conformance data not available: %v", err)
 	}
-	workload := func(app, version string) legacyRequest {
-		return legacyRequest{Namespace: "default", Labels: map[string]string{"app": app, "version": version},
-			Services: []string{app + ".default.svc.cluster.local"}, ServiceAccount: "bookinfo-" + app}
+	workload := func(app, version string) cases.Request {
+		return legacyRequestTo(legacyDestination{Namespace: "default", Labels: map[string]string{"app": app, "version": version},
+			Services: []string{app + ".default.svc.cluster.local"}, ServiceAccount: "bookinfo-" + app})
 	}
-	from := func(r legacyRequest, principal string) legacyRequest {
-		r.Principal = principal
+	from := func(r cases.Request, principal string) cases.Request {
+		legacySetPrincipal(&r, principal)
 		return r
 	}
 	const (
@@ -96,61 +82,61 @@ func TestLegacyBookinfo(t *testing.T) {
 		stranger    = "cluster.local/ns/other/sa/sleep"
 	)
 	mongodb := workload("mongodb", "v1")
-	mongodb.TCP, mongodb.Port = true, 27017
+	mongodb.TCP, mongodb.Destination.Port = true, 27017
 	steps := []struct {
 		name     string
 		files    []string
 		requests map[string]struct {
-			r    legacyRequest
-			want string
+			r    cases.Request
+			want bool
 		}
 	}{
 		{"rbac on: nothing is allowed", []string{"rbac-config-ON.yaml"}, map[string]struct {
-			r    legacyRequest
-			want string
+			r    cases.Request
+			want bool
 		}{
-			"gateway to productpage": {from(workload("productpage", "v1"), gateway), "deny"},
+			"gateway to productpage": {from(workload("productpage", "v1"), gateway), false},
 		}},
 		{"namespace-level access", []string{"rbac-config-ON.yaml", "namespace-policy.yaml"}, map[string]struct {
-			r    legacyRequest
-			want string
+			r    cases.Request
+			want bool
 		}{
-			"gateway to productpage":           {from(workload("productpage", "v1"), gateway), "allow"},
-			"productpage to reviews":           {from(workload("reviews", "v2"), productpage), "allow"},
-			"other namespace to details":       {from(workload("details", "v1"), stranger), "deny"},
-			"productpage to an app not listed": {from(workload("mongodb", "v1"), productpage), "deny"},
+			"gateway to productpage":           {from(workload("productpage", "v1"), gateway), true},
+			"productpage to reviews":           {from(workload("reviews", "v2"), productpage), true},
+			"other namespace to details":       {from(workload("details", "v1"), stranger), false},
+			"productpage to an app not listed": {from(workload("mongodb", "v1"), productpage), false},
 		}},
 		{"service-level access", []string{"rbac-config-ON.yaml", "productpage-policy.yaml", "details-reviews-policy.yaml", "ratings-policy.yaml"}, map[string]struct {
-			r    legacyRequest
-			want string
+			r    cases.Request
+			want bool
 		}{
-			"anyone to productpage":  {from(workload("productpage", "v1"), ""), "allow"},
-			"productpage to reviews": {from(workload("reviews", "v3"), productpage), "allow"},
-			"gateway to reviews":     {from(workload("reviews", "v3"), gateway), "deny"},
-			"reviews to ratings":     {from(workload("ratings", "v1"), reviews), "allow"},
-			"productpage to ratings": {from(workload("ratings", "v1"), productpage), "deny"},
-			"POST productpage":       {func() legacyRequest { r := workload("productpage", "v1"); r.Method = "POST"; return r }(), "deny"},
+			"anyone to productpage":  {from(workload("productpage", "v1"), ""), true},
+			"productpage to reviews": {from(workload("reviews", "v3"), productpage), true},
+			"gateway to reviews":     {from(workload("reviews", "v3"), gateway), false},
+			"reviews to ratings":     {from(workload("ratings", "v1"), reviews), true},
+			"productpage to ratings": {from(workload("ratings", "v1"), productpage), false},
+			"POST productpage":       {func() cases.Request { r := workload("productpage", "v1"); r.Method = "POST"; return r }(), false},
 		}},
 		{"permissive config", []string{"rbac-config-on-permissive.yaml", "details-reviews-policy.yaml"}, map[string]struct {
-			r    legacyRequest
-			want string
+			r    cases.Request
+			want bool
 		}{
-			"gateway to reviews is only logged": {from(workload("reviews", "v3"), gateway), "allow"},
+			"gateway to reviews is only logged": {from(workload("reviews", "v3"), gateway), true},
 		}},
 		{"permissive binding", []string{"rbac-config-ON.yaml", "productpage-policy.yaml", "details-reviews-policy-permissive.yaml"}, map[string]struct {
-			r    legacyRequest
-			want string
+			r    cases.Request
+			want bool
 		}{
-			"productpage to reviews is only logged": {from(workload("reviews", "v3"), productpage), "deny"},
+			"productpage to reviews is only logged": {from(workload("reviews", "v3"), productpage), false},
 		}},
 		{"TCP: mongodb", []string{"rbac-config-on-mongodb.yaml", "mongodb-policy.yaml"}, map[string]struct {
-			r    legacyRequest
-			want string
+			r    cases.Request
+			want bool
 		}{
-			"ratings-v2 to mongodb":         {from(mongodb, ratingsV2), "allow"},
-			"reviews to mongodb":            {from(mongodb, reviews), "deny"},
-			"ratings-v2 to another port":    {func() legacyRequest { r := from(mongodb, ratingsV2); r.Port = 27018; return r }(), "deny"},
-			"productpage is not under RBAC": {from(workload("productpage", "v1"), ""), "allow"},
+			"ratings-v2 to mongodb":         {from(mongodb, ratingsV2), true},
+			"reviews to mongodb":            {from(mongodb, reviews), false},
+			"ratings-v2 to another port":    {func() cases.Request { r := from(mongodb, ratingsV2); r.Destination.Port = 27018; return r }(), false},
+			"productpage is not under RBAC": {from(workload("productpage", "v1"), ""), true},
 		}},
 	}
 	for _, step := range steps {
@@ -170,9 +156,9 @@ func TestLegacyBookinfo(t *testing.T) {
 			}
 			ev := newLegacyEvaluator(t, modules, nil)
 			for name, c := range step.requests {
-				d := ev.decide(t, c.r.input())
-				for _, e := range (legacyWant{Want: c.want}).check(d) {
-					t.Errorf("%s: %s (decision %v)", name, e, d)
+				d := ev.decide(t, caseInput(t, legacyFinish(c.r)))
+				if m := mismatch(cases.Expect{Allowed: &c.want}, d); m != "" {
+					t.Errorf("%s: %s (decision %v)", name, m, d)
 				}
 			}
 		})

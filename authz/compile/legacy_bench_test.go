@@ -42,7 +42,11 @@ spec:
 				b.Fatal(err)
 			}
 			ev := newLegacyEvaluator(b, modules, nil)
-			in := legacyRequest{Namespace: "ns7", Principal: "cluster.local/ns/ns7/sa/client", Path: "/api/x"}.input()
+			r := legacyRequestTo(legacyDestination{Namespace: "ns7", Labels: map[string]string{"app": "httpbin"},
+				Services: []string{"httpbin.ns7.svc.cluster.local"}, ServiceAccount: "httpbin"})
+			legacySetPrincipal(&r, "cluster.local/ns/ns7/sa/client")
+			r.Path = "/api/x"
+			in := caseInput(b, legacyFinish(r))
 			if d := ev.decide(b, in); d["allowed"] != true {
 				b.Fatalf("decision %v", d)
 			}

@@ -10,7 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"gopkg.in/yaml.v3"
+
+	"github.com/garrison-mesh/garrison/authz/cases"
 )
 
 // Istio's own golden pairs for v1alpha1 (pilot/pkg/security/authz/builder/
@@ -74,8 +77,8 @@ func TestLegacyIstioBuilderGoldens(t *testing.T) {
 				})
 				allowed := 0
 				for _, r := range space {
-					in := r.input()
-					want := filter.allows(in)
+					req, in := caseCheckRequest(t, r)
+					want := filter.allows(req)
 					d := ev.decide(t, in)
 					if got, _ := d["allowed"].(bool); got != want {
 						t.Errorf("request %s: Garrison allowed=%v, Istio's Envoy config allowed=%v", legacyJSON(r), got, want)
@@ -94,7 +97,7 @@ func TestLegacyIstioBuilderGoldens(t *testing.T) {
 }
 
 // legacyJSON renders a request compactly for failure messages.
-func legacyJSON(r legacyRequest) string {
+func legacyJSON(r cases.Request) string {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Sprint(r)
@@ -114,10 +117,10 @@ type legacyEnvoyFilter struct {
 }
 
 // allows reports whether a policy's permissions and principals both match.
-func (f legacyEnvoyFilter) allows(in map[string]any) bool {
-	req := legacyEnvoyView(in)
+func (f legacyEnvoyFilter) allows(req *authv3.CheckRequest) bool {
+	r := legacyEnvoyView(req)
 	for _, p := range f.Rules.Policies {
-		if legacyEnvoyAny(p.Permissions, req.permission) && legacyEnvoyAny(p.Principals, req.principal) {
+		if legacyEnvoyAny(p.Permissions, r.permission) && legacyEnvoyAny(p.Principals, r.principal) {
 			return true
 		}
 	}
@@ -135,7 +138,7 @@ func legacyEnvoyAny(nodes []map[string]any, match func(map[string]any) bool) boo
 
 // legacyEnvoyRequest is what Envoy's RBAC filter sees of a request.
 type legacyEnvoyRequest struct {
-	headers  map[string]any
+	headers  map[string]string
 	path     string
 	srcIP    string
 	dstIP    string
@@ -144,29 +147,21 @@ type legacyEnvoyRequest struct {
 	sni      string
 }
 
-func legacyEnvoyView(in map[string]any) legacyEnvoyRequest {
-	attrs := in["attributes"].(map[string]any)
-	get := func(m map[string]any, keys ...string) any {
-		var v any = m
-		for _, k := range keys {
-			obj, ok := v.(map[string]any)
-			if !ok {
-				return nil
-			}
-			v = obj[k]
-		}
-		return v
+func legacyEnvoyView(req *authv3.CheckRequest) legacyEnvoyRequest {
+	a := req.GetAttributes()
+	h := a.GetRequest().GetHttp()
+	r := legacyEnvoyRequest{
+		headers: h.GetHeaders(),
+		srcIP:   a.GetSource().GetAddress().GetSocketAddress().GetAddress(),
+		dstIP:   a.GetDestination().GetAddress().GetSocketAddress().GetAddress(),
+		dstPort: int(a.GetDestination().GetAddress().GetSocketAddress().GetPortValue()),
+		sni:     a.GetTlsSession().GetSni(),
 	}
-	r := legacyEnvoyRequest{}
-	r.headers, _ = get(attrs, "request", "http", "headers").(map[string]any)
-	if p, ok := get(attrs, "request", "http", "path").(string); ok {
-		r.path, _, _ = strings.Cut(p, "?")
+	r.path, _, _ = strings.Cut(h.GetPath(), "?")
+	r.metadata = map[string]any{}
+	for name, s := range a.GetMetadataContext().GetFilterMetadata() {
+		r.metadata[name] = s.AsMap()
 	}
-	r.srcIP, _ = get(attrs, "source", "address", "socketAddress", "address").(string)
-	r.dstIP, _ = get(attrs, "destination", "address", "socketAddress", "address").(string)
-	r.dstPort, _ = get(attrs, "destination", "address", "socketAddress", "portValue").(int)
-	r.metadata, _ = get(attrs, "metadataContext", "filterMetadata").(map[string]any)
-	r.sni, _ = get(attrs, "tlsSession", "sni").(string)
 	return r
 }
 
@@ -252,8 +247,7 @@ func legacyEnvoyList(v any, key string) []map[string]any {
 
 // header is Envoy's HeaderMatcher (names are case-insensitive).
 func (r legacyEnvoyRequest) header(m map[string]any) bool {
-	value, present := r.headers[strings.ToLower(m["name"].(string))]
-	s, _ := value.(string)
+	s, present := r.headers[strings.ToLower(m["name"].(string))]
 	switch {
 	case m["presentMatch"] != nil:
 		return present == m["presentMatch"].(bool)

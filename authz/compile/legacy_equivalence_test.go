@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/garrison-mesh/garrison/authz/cases"
 	"github.com/garrison-mesh/garrison/policies"
 )
 
@@ -40,7 +41,7 @@ type legacyConverterPair struct {
 type legacyDivergence struct {
 	why string
 	// explains reports whether the difference on r is this one.
-	explains func(r legacyRequest, legacyAllowed bool) bool
+	explains func(r cases.Request, legacyAllowed bool) bool
 }
 
 // The converter's known departures from Istio 1.4/1.5 runtime semantics.
@@ -50,7 +51,7 @@ var (
 	// policies do.
 	legacyDivNoConfig = legacyDivergence{
 		why: "no ClusterRbacConfig: Istio enforced no RBAC, the converted ALLOW policies deny what they do not allow",
-		explains: func(_ legacyRequest, legacyAllowed bool) bool {
+		explains: func(_ cases.Request, legacyAllowed bool) bool {
 			return legacyAllowed
 		},
 	}
@@ -61,11 +62,11 @@ var (
 	legacyDivShortNames = func(patterns ...string) legacyDivergence {
 		return legacyDivergence{
 			why: fmt.Sprintf("services %q: the converter matched Service names, Istio matched the FQDN", patterns),
-			explains: func(r legacyRequest, legacyAllowed bool) bool {
+			explains: func(r cases.Request, legacyAllowed bool) bool {
 				if legacyAllowed {
 					return false
 				}
-				for _, svc := range r.withDefaults().Services {
+				for _, svc := range r.Destination.Services {
 					short := strings.Split(svc, ".")[0]
 					for _, p := range patterns {
 						if legacyStringMatch(short, p) && !legacyStringMatch(svc, p) {
@@ -192,7 +193,7 @@ func TestLegacyConverterEquivalence(t *testing.T) {
 			explained := map[string]int{}
 			allowed := 0
 			for _, r := range space {
-				in := r.input()
+				in := caseInput(t, r)
 				l, _ := legacyEval.decide(t, in)["allowed"].(bool)
 				if c, _ := viaCompile.decide(t, in)["allowed"].(bool); c != l {
 					t.Errorf("request %s: Compile's legacy bundle allowed=%v, compileLegacy's %v", legacyJSON(r), c, l)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/garrison-mesh/garrison/authz/cases"
 	"github.com/garrison-mesh/garrison/policies"
 	"github.com/garrison-mesh/garrison/policies/legacy"
 )
@@ -28,12 +29,57 @@ type legacyDestination struct {
 	ServiceAccount string
 }
 
-func (d legacyDestination) apply(r *legacyRequest) {
-	r.Namespace = d.Namespace
-	r.Labels = maps.Clone(d.Labels)
-	r.Services = slices.Clone(d.Services)
-	r.NoServices = len(d.Services) == 0
-	r.ServiceAccount = d.ServiceAccount
+// apply makes d the destination of r: what Garrison's xDS says of it in the
+// context extensions (namespace, labels, services) and its identity.
+func (d legacyDestination) apply(r *cases.Request) {
+	r.Destination.Namespace = d.Namespace
+	r.Destination.Labels = maps.Clone(d.Labels)
+	r.Destination.Services = slices.Clone(d.Services)
+	legacySetServiceAccount(r, d.ServiceAccount)
+}
+
+// legacyRequestTo is the request legacy tests start from: GET / to d at
+// 10.1.0.1:8000, from 10.0.0.1 without identity. Its host is left to
+// legacyFinish.
+func legacyRequestTo(d legacyDestination) cases.Request {
+	r := cases.Request{Destination: cases.Destination{IP: "10.1.0.1", Port: 8000}}
+	d.apply(&r)
+	return r
+}
+
+// legacyFinish fills in the host a request to a workload of namespace ns
+// has unless it names one, httpbin.<ns> (left until the destination is
+// final), and drops what a TCP request cannot have.
+func legacyFinish(r cases.Request) cases.Request {
+	if r.TCP {
+		r.Method, r.Path, r.Host, r.Headers = "", "", "", nil
+	} else if r.Host == "" {
+		r.Host = "httpbin." + r.Destination.Namespace
+	}
+	return r
+}
+
+// legacySetServiceAccount makes sa the destination's service account (legacy
+// RBAC's destination.user).
+func legacySetServiceAccount(r *cases.Request, sa string) {
+	r.Destination.Principal = "spiffe://cluster.local/ns/" + r.Destination.Namespace + "/sa/" + sa
+}
+
+// legacySetPrincipal gives r the peer identity p (without spiffe://) both as
+// its certificate's and as Istio's authn filter recorded it
+// (source.principal and source.namespace), as a sidecar under legacy RBAC
+// saw an mTLS peer; "" makes the request plaintext.
+func legacySetPrincipal(r *cases.Request, p string) {
+	r.Source.Principal = p
+	var principal, ns any
+	if p != "" {
+		principal = p
+		if parts := strings.Split(p, "/"); len(parts) == 5 && parts[1] == "ns" {
+			ns = parts[2]
+		}
+	}
+	legacySetMetadata(r, [2]string{"istio_authn", "source.principal"}, principal)
+	legacySetMetadata(r, [2]string{"istio_authn", "source.namespace"}, ns)
 }
 
 // legacySpaceOptions tune the space.
@@ -317,7 +363,7 @@ func (f *legacyFacts) destinations(snap *policies.Snapshot) []legacyDestination 
 }
 
 // legacySpace returns the requests to decide for a legacy policy set.
-func legacySpace(snap *policies.Snapshot, opts legacySpaceOptions) []legacyRequest {
+func legacySpace(snap *policies.Snapshot, opts legacySpaceOptions) []cases.Request {
 	f := legacyCollectFacts(snap)
 	dests := opts.Destinations
 	if dests == nil {
@@ -325,7 +371,7 @@ func legacySpace(snap *policies.Snapshot, opts legacySpaceOptions) []legacyReque
 	}
 
 	// Candidates per attribute: a setter per value.
-	type setter func(*legacyRequest)
+	type setter func(*cases.Request)
 	var dims [][]setter
 	dim := func(s []setter) { dims = append(dims, s) }
 
@@ -336,93 +382,94 @@ func legacySpace(snap *policies.Snapshot, opts legacySpaceOptions) []legacyReque
 	dim(ds)
 	var methods []setter
 	for _, m := range legacyAddUnique(slices.Clone(f.methods), legacyUnseenMethod(f.methods)) {
-		methods = append(methods, func(r *legacyRequest) { r.Method = m })
+		methods = append(methods, func(r *cases.Request) { r.Method = m })
 	}
 	dim(methods)
 	var paths []setter
 	for _, p := range legacyAddUnique(slices.Clone(f.paths), "/garrison/unseen") {
-		paths = append(paths, func(r *legacyRequest) { r.Path = p })
+		paths = append(paths, func(r *cases.Request) { r.Path = p })
 		if opts.Queries {
-			paths = append(paths, func(r *legacyRequest) { r.Path = p + "?garrison=1" })
+			paths = append(paths, func(r *cases.Request) { r.Path = p + "?garrison=1" })
 		}
 	}
 	dim(paths)
 	var hosts []setter
 	for _, h := range legacyAddUnique(slices.Clone(f.hosts), "unseen.example.com") {
-		hosts = append(hosts, func(r *legacyRequest) { r.Host = h })
+		hosts = append(hosts, func(r *cases.Request) { r.Host = h })
 	}
 	dim(hosts)
 	var ports []setter
 	for _, p := range legacyAddUnique(slices.Clone(f.ports), 8000, 65000) {
-		ports = append(ports, func(r *legacyRequest) { r.Port = p })
+		ports = append(ports, func(r *cases.Request) { r.Destination.Port = uint32(p) })
 	}
 	dim(ports)
 	var principals []setter
 	for _, p := range legacyAddUnique(slices.Clone(f.principals), legacySpaceStranger, "") {
-		principals = append(principals, func(r *legacyRequest) { r.Principal = p })
+		principals = append(principals, func(r *cases.Request) { legacySetPrincipal(r, p) })
 	}
 	dim(principals)
 	var sips []setter
 	for _, ip := range legacyAddUnique(slices.Clone(f.sourceIPs), "203.0.113.7") {
-		sips = append(sips, func(r *legacyRequest) { r.SourceIP = ip })
+		sips = append(sips, func(r *cases.Request) { r.Source.IP = ip })
 	}
 	dim(sips)
 	var dips []setter
 	for _, ip := range legacyAddUnique(slices.Clone(f.destIPs), "10.1.0.1") {
-		dips = append(dips, func(r *legacyRequest) { r.DestinationIP = ip })
+		dips = append(dips, func(r *cases.Request) { r.Destination.IP = ip })
 	}
 	dim(dips)
 	var snis []setter
 	for _, s := range legacyAddUnique(slices.Clone(f.snis), "") {
-		snis = append(snis, func(r *legacyRequest) { r.SNI = s })
+		snis = append(snis, func(r *cases.Request) { r.SNI = s })
 	}
 	dim(snis)
 	var sas []setter
 	for _, s := range legacyAddUnique(slices.Clone(f.destUsers), "garrison-sa") {
-		sas = append(sas, func(r *legacyRequest) { r.ServiceAccount = s })
+		sas = append(sas, func(r *cases.Request) { legacySetServiceAccount(r, s) })
 	}
 	if len(f.destUsers) > 0 {
 		dim(sas)
 	}
 	if !opts.NoTCP {
-		dim([]setter{func(r *legacyRequest) { r.TCP = true }, func(r *legacyRequest) { r.TCP = false }})
+		dim([]setter{func(r *cases.Request) { r.TCP = true }, func(r *cases.Request) { r.TCP = false }})
 	}
 	for _, h := range slices.Sorted(maps.Keys(f.headers)) {
-		s := []setter{func(r *legacyRequest) { delete(r.Headers, h) }}
+		s := []setter{func(r *cases.Request) { delete(r.Headers, h) }}
 		for _, v := range f.headers[h] {
-			s = append(s, func(r *legacyRequest) { r.Headers = legacyWithKey(r.Headers, h, v) })
+			s = append(s, func(r *cases.Request) { r.Headers = legacyWithKey(r.Headers, h, v) })
 		}
 		dim(s)
 	}
 	for _, c := range slices.Sorted(maps.Keys(f.claims)) {
-		s := []setter{func(r *legacyRequest) { legacySetClaim(r, c, nil) }}
+		s := []setter{func(r *cases.Request) { legacySetClaim(r, c, nil) }}
 		for _, v := range append(slices.Clone(f.claims[c]), "garrison-unseen") {
-			s = append(s, func(r *legacyRequest) { legacySetClaim(r, c, []any{v}) })
+			s = append(s, func(r *cases.Request) { legacySetClaim(r, c, []any{v}) })
 		}
 		dim(s)
 	}
 	for _, k := range slices.Sorted(maps.Keys(f.authn)) {
-		s := []setter{func(r *legacyRequest) { delete(r.Authn, k) }}
+		s := []setter{func(r *cases.Request) { legacySetMetadata(r, [2]string{"istio_authn", k}, nil) }}
 		for _, v := range append(slices.Clone(f.authn[k]), "garrison-unseen") {
-			s = append(s, func(r *legacyRequest) { r.Authn = legacyWithKey(r.Authn, k, any(v)) })
+			s = append(s, func(r *cases.Request) { legacySetMetadata(r, [2]string{"istio_authn", k}, v) })
 		}
 		dim(s)
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(f.metadata), func(a, b [2]string) int { return strings.Compare(a[0]+a[1], b[0]+b[1]) }) {
-		s := []setter{func(r *legacyRequest) { legacySetMetadata(r, k, nil) }}
+		s := []setter{func(r *cases.Request) { legacySetMetadata(r, k, nil) }}
 		for _, v := range append(slices.Clone(f.metadata[k]), "garrison-unseen") {
-			s = append(s, func(r *legacyRequest) { legacySetMetadata(r, k, v) })
+			s = append(s, func(r *cases.Request) { legacySetMetadata(r, k, v) })
 		}
 		dim(s)
 	}
 
 	seeds := legacySeeds(snap, f, dests)
 	seen := map[string]bool{}
-	var out []legacyRequest
-	add := func(r legacyRequest) {
+	var out []cases.Request
+	add := func(r cases.Request) {
 		if opts.NoTCP {
 			r.TCP = false
 		}
+		r = legacyFinish(r)
 		key, _ := json.Marshal(r)
 		if !seen[string(key)] {
 			seen[string(key)] = true
@@ -451,8 +498,10 @@ func legacyWithKey[V any](m map[string]V, k string, v V) map[string]V {
 	return m
 }
 
-func legacySetClaim(r *legacyRequest, claim string, v any) {
-	claims, _ := r.Authn["request.auth.claims"].(map[string]any)
+// legacySetClaim sets a claim of the JWT Istio's authn filter recorded; nil
+// removes it.
+func legacySetClaim(r *cases.Request, claim string, v any) {
+	claims, _ := r.Metadata["istio_authn"]["request.auth.claims"].(map[string]any)
 	claims = maps.Clone(claims)
 	if claims == nil {
 		claims = map[string]any{}
@@ -462,10 +511,13 @@ func legacySetClaim(r *legacyRequest, claim string, v any) {
 	} else {
 		claims[claim] = v
 	}
-	r.Authn = legacyWithKey(r.Authn, "request.auth.claims", any(claims))
+	legacySetMetadata(r, [2]string{"istio_authn", "request.auth.claims"}, claims)
 }
 
-func legacySetMetadata(r *legacyRequest, k [2]string, v any) {
+// legacySetMetadata sets key k[1] of filter k[0]'s dynamic metadata; nil
+// removes it. Requests share maps with the seed they came from: every
+// change copies what it changes.
+func legacySetMetadata(r *cases.Request, k [2]string, v any) {
 	m := maps.Clone(r.Metadata)
 	if m == nil {
 		m = map[string]map[string]any{}
@@ -480,14 +532,16 @@ func legacySetMetadata(r *legacyRequest, k [2]string, v any) {
 		f[k[1]] = v
 	}
 	m[k[0]] = f
+	if len(f) == 0 {
+		delete(m, k[0])
+	}
 	r.Metadata = m
 }
 
-func legacyCloneRequest(r legacyRequest) legacyRequest {
-	r.Labels = maps.Clone(r.Labels)
-	r.Services = slices.Clone(r.Services)
+func legacyCloneRequest(r cases.Request) cases.Request {
+	r.Destination.Labels = maps.Clone(r.Destination.Labels)
+	r.Destination.Services = slices.Clone(r.Destination.Services)
 	r.Headers = maps.Clone(r.Headers)
-	r.Authn = maps.Clone(r.Authn)
 	r.Metadata = maps.Clone(r.Metadata)
 	return r
 }
@@ -504,12 +558,10 @@ func legacyUnseenMethod(seen []string) string {
 // legacySeeds returns, for each binding, role rule and subject, a request
 // that satisfies the rule and the subject where that is possible, plus a
 // plain request to each destination.
-func legacySeeds(snap *policies.Snapshot, f *legacyFacts, dests []legacyDestination) []legacyRequest {
-	var seeds []legacyRequest
+func legacySeeds(snap *policies.Snapshot, f *legacyFacts, dests []legacyDestination) []cases.Request {
+	var seeds []cases.Request
 	for _, d := range dests {
-		r := legacyRequest{}
-		d.apply(&r)
-		seeds = append(seeds, r)
+		seeds = append(seeds, legacyRequestTo(d))
 	}
 	for _, br := range snap.List(policies.KindServiceRoleBinding) {
 		b, ok := policies.SpecAs[*legacy.ServiceRoleBinding](br)
@@ -537,8 +589,7 @@ func legacySeeds(snap *policies.Snapshot, f *legacyFacts, dests []legacyDestinat
 		for _, rule := range rules {
 			for _, d := range legacySeedDestinations(br.Namespace, rule, dests) {
 				for _, s := range b.Subjects {
-					r := legacyRequest{}
-					d.apply(&r)
+					r := legacyRequestTo(d)
 					legacySeedRule(&r, rule)
 					legacySeedSubject(&r, s)
 					seeds = append(seeds, r)
@@ -572,7 +623,7 @@ func legacySeedDestinations(ns string, rule *legacy.AccessRule, dests []legacyDe
 	return inNS
 }
 
-func legacySeedRule(r *legacyRequest, rule *legacy.AccessRule) {
+func legacySeedRule(r *cases.Request, rule *legacy.AccessRule) {
 	if len(rule.Methods) > 0 {
 		r.Method = legacyConcrete(rule.Methods[0])
 	} else if len(rule.NotMethods) > 0 {
@@ -585,7 +636,7 @@ func legacySeedRule(r *legacyRequest, rule *legacy.AccessRule) {
 		r.Host = legacyConcrete(rule.Hosts[0])
 	}
 	if len(rule.Ports) > 0 {
-		r.Port = int(rule.Ports[0])
+		r.Destination.Port = uint32(rule.Ports[0])
 	}
 	for _, c := range rule.Constraints {
 		if c == nil || len(c.Values) == 0 {
@@ -594,18 +645,18 @@ func legacySeedRule(r *legacyRequest, rule *legacy.AccessRule) {
 		v := c.Values[0]
 		switch key := c.Key; {
 		case key == "destination.ip":
-			r.DestinationIP = legacyConcreteIP(v)
+			r.Destination.IP = legacyConcreteIP(v)
 		case key == "destination.port":
 			if p, err := strconv.Atoi(v); err == nil {
-				r.Port = p
+				r.Destination.Port = uint32(p)
 			}
 		case key == "destination.user":
-			r.ServiceAccount = legacyConcrete(v)
+			legacySetServiceAccount(r, legacyConcrete(v))
 		case key == "connection.sni":
 			r.SNI = legacyConcrete(v)
 		case strings.HasPrefix(key, "destination.labels["):
 			name, _ := legacyBracketName(strings.TrimPrefix(key, "destination.labels"))
-			r.Labels = legacyWithKey(r.Labels, name, legacyConcrete(v))
+			r.Destination.Labels = legacyWithKey(r.Destination.Labels, name, legacyConcrete(v))
 		case strings.HasPrefix(key, "request.headers["):
 			name, _ := legacyBracketName(strings.TrimPrefix(key, "request.headers"))
 			r.Headers = legacyWithKey(r.Headers, strings.ToLower(name), legacyConcrete(v))
@@ -621,16 +672,16 @@ func legacySeedRule(r *legacyRequest, rule *legacy.AccessRule) {
 	}
 }
 
-func legacySeedSubject(r *legacyRequest, s *legacy.Subject) {
+func legacySeedSubject(r *cases.Request, s *legacy.Subject) {
 	switch {
 	case s.User != "":
-		r.Principal = legacyConcretePrincipal(s.User)
+		legacySetPrincipal(r, legacyConcretePrincipal(s.User))
 	case len(s.Names) > 0:
-		r.Principal = legacyConcretePrincipal(s.Names[0])
+		legacySetPrincipal(r, legacyConcretePrincipal(s.Names[0]))
 	case len(s.Namespaces) > 0:
-		r.Principal = legacyPrincipalInNamespace(s.Namespaces[0])
+		legacySetPrincipal(r, legacyPrincipalInNamespace(s.Namespaces[0]))
 	default:
-		r.Principal = legacySpaceStranger
+		legacySetPrincipal(r, legacySpaceStranger)
 	}
 	if s.Group != "" {
 		legacySetClaim(r, "groups", []any{legacyConcrete(s.Group)})
@@ -638,21 +689,21 @@ func legacySeedSubject(r *legacyRequest, s *legacy.Subject) {
 		legacySetClaim(r, "groups", []any{legacyConcrete(s.Groups[0])})
 	}
 	if len(s.Ips) > 0 {
-		r.SourceIP = legacyConcreteIP(s.Ips[0])
+		r.Source.IP = legacyConcreteIP(s.Ips[0])
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.Properties)) {
 		v := s.Properties[k]
 		switch {
 		case k == "source.ip":
-			r.SourceIP = legacyConcreteIP(v)
+			r.Source.IP = legacyConcreteIP(v)
 		case k == "source.namespace":
 			if s.User == "" && len(s.Names) == 0 && s.Properties["source.principal"] == "" {
-				r.Principal = legacyPrincipalInNamespace(v)
+				legacySetPrincipal(r, legacyPrincipalInNamespace(v))
 			}
 		case k == "source.principal":
-			r.Principal = legacyConcretePrincipal(v)
+			legacySetPrincipal(r, legacyConcretePrincipal(v))
 		case k == "request.auth.principal" || k == "request.auth.audiences" || k == "request.auth.presenter":
-			r.Authn = legacyWithKey(r.Authn, k, any(legacyConcrete(v)))
+			legacySetMetadata(r, [2]string{"istio_authn", k}, legacyConcrete(v))
 		case strings.HasPrefix(k, "request.headers["):
 			name, _ := legacyBracketName(strings.TrimPrefix(k, "request.headers"))
 			r.Headers = legacyWithKey(r.Headers, strings.ToLower(name), legacyConcrete(v))

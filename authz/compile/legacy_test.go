@@ -1,6 +1,7 @@
 package compile
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/garrison-mesh/garrison/policies"
 	regolib "github.com/garrison-mesh/garrison/policies/rego"
@@ -206,4 +209,29 @@ func TestLegacySharedInputs(t *testing.T) {
 		t.Errorf("only %d files with legacy resources", files)
 	}
 	t.Logf("compiled %d legacy resources of %d files", resources, files)
+}
+
+// newLegacyEvaluator prepares data.garrison.authz.decision over modules and
+// the library (policies/rego, the real one).
+func newLegacyEvaluator(t testing.TB, modules map[string]string, data map[string]any) *evaluator {
+	t.Helper()
+	all := regolib.Modules()
+	for path, src := range modules {
+		if _, dup := all[path]; !dup {
+			all[path] = src
+		}
+	}
+	compiler := legacyStrictCompile(t, all)
+	if data == nil {
+		data = map[string]any{}
+	}
+	q, err := rego.New(
+		rego.Query("data.garrison.authz.decision"),
+		rego.Compiler(compiler),
+		rego.Store(inmem.NewFromObject(data)),
+	).PrepareForEval(context.Background())
+	if err != nil {
+		t.Fatalf("prepare: %v", err)
+	}
+	return &evaluator{query: q}
 }

@@ -7,165 +7,54 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
+	"github.com/garrison-mesh/garrison/authz/cases"
 	"github.com/garrison-mesh/garrison/policies"
 )
 
-// testRequest describes a request compactly; input() builds from it the
-// value opa-envoy-plugin would (CONTRACT sections 1 and 2). Zero fields take
-// the defaults of withDefaults, so that a case names only what it is about.
-type testRequest struct {
-	// Namespace and Labels of the destination workload (context
-	// extensions); default foo and app=httpbin, version=v1. NoWorkload
-	// leaves the context extensions out.
-	Namespace  string            `yaml:"namespace"`
-	Labels     map[string]string `yaml:"labels"`
-	NoWorkload bool              `yaml:"noWorkload"`
-	Services   string            `yaml:"services"`
+// The tests of this package write requests as authz/cases does (the format
+// of `garrison policy test`) and evaluate the input the engine builds for
+// them (engine.NewInputBuilder: CONTRACT sections 1 and 2), so that a case
+// decides here what it decides in Garrison. authz/engine imports this
+// package, so these tests cannot import it: TestMain, in the external test
+// package (main_test.go), hands the builder over before any test runs.
+var inputBuilder func(*authv3.CheckRequest) (ast.Value, error)
 
-	SourceIP string `yaml:"sourceIP"`
-	// Principal is the peer certificate's URI SAN (spiffe://...); empty =
-	// plaintext.
-	Principal     string `yaml:"principal"`
-	DestinationIP string `yaml:"destinationIP"`
-	Port          int    `yaml:"port"`
-	SNI           string `yaml:"sni"`
+// SetInputBuilder is exported, in a test file, for TestMain of package
+// compile_test.
+func SetInputBuilder(build func(*authv3.CheckRequest) (ast.Value, error)) { inputBuilder = build }
 
-	Method  string            `yaml:"method"`
-	Host    string            `yaml:"host"`
-	Path    string            `yaml:"path"`
-	Headers map[string]string `yaml:"headers"`
-
-	// JWT: what authentication recorded in istio_authn.
-	RequestPrincipal string         `yaml:"requestPrincipal"`
-	Claims           map[string]any `yaml:"claims"`
-	// Metadata is more dynamic metadata, by filter name.
-	Metadata map[string]any `yaml:"metadata"`
+// caseInput is the input the engine evaluates r with (CONTRACT sections 1
+// and 2): r's CheckRequest, built by the engine's input builder.
+func caseInput(t testing.TB, r cases.Request) ast.Value {
+	t.Helper()
+	_, in := caseCheckRequest(t, r)
+	return in
 }
 
-func (r testRequest) withDefaults() testRequest {
-	if r.Namespace == "" {
-		r.Namespace = "foo"
+// caseCheckRequest is r's CheckRequest and its input.
+func caseCheckRequest(t testing.TB, r cases.Request) (*authv3.CheckRequest, ast.Value) {
+	t.Helper()
+	if inputBuilder == nil {
+		t.Fatal("no input builder: TestMain (main_test.go) sets it")
 	}
-	if r.Labels == nil {
-		r.Labels = map[string]string{"app": "httpbin", "version": "v1"}
+	req, err := r.CheckRequest()
+	if err != nil {
+		t.Fatalf("request: %v", err)
 	}
-	if r.SourceIP == "" {
-		r.SourceIP = "10.0.0.1"
+	in, err := inputBuilder(req)
+	if err != nil {
+		t.Fatalf("input of %v: %v", req, err)
 	}
-	if r.DestinationIP == "" {
-		r.DestinationIP = "10.1.0.1"
-	}
-	if r.Port == 0 {
-		r.Port = 8000
-	}
-	if r.Method == "" {
-		r.Method = "GET"
-	}
-	if r.Host == "" {
-		r.Host = "httpbin.foo.svc.cluster.local"
-	}
-	if r.Path == "" {
-		r.Path = "/"
-	}
-	return r
-}
-
-// input builds the protojson-shaped input of CONTRACT section 1.
-func (r testRequest) input() map[string]any {
-	r = r.withDefaults()
-	headers := map[string]any{
-		":authority": r.Host,
-		":method":    r.Method,
-		":path":      r.Path,
-		":scheme":    "http",
-	}
-	for k, v := range r.Headers {
-		headers[strings.ToLower(k)] = v
-	}
-	source := map[string]any{
-		"address": map[string]any{"socketAddress": map[string]any{"address": r.SourceIP, "portValue": 43210}},
-	}
-	if r.Principal != "" {
-		source["principal"] = r.Principal
-	}
-	attrs := map[string]any{
-		"source": source,
-		"destination": map[string]any{
-			"address": map[string]any{"socketAddress": map[string]any{"address": r.DestinationIP, "portValue": r.Port}},
-		},
-		"request": map[string]any{"http": map[string]any{
-			"id":       "4242",
-			"method":   r.Method,
-			"headers":  headers,
-			"path":     r.Path,
-			"host":     r.Host,
-			"scheme":   "http",
-			"protocol": "HTTP/1.1",
-		}},
-	}
-	if !r.NoWorkload {
-		ext := map[string]any{
-			"garrison.io/namespace": r.Namespace,
-			"garrison.io/workload":  "Deployment/" + r.Labels["app"],
-		}
-		for k, v := range r.Labels {
-			ext["garrison.io/label/"+k] = v
-		}
-		if r.Services != "" {
-			ext["garrison.io/services"] = r.Services
-		}
-		attrs["contextExtensions"] = ext
-	}
-	if r.SNI != "" {
-		attrs["tlsSession"] = map[string]any{"sni": r.SNI}
-	}
-	meta := map[string]any{}
-	for k, v := range r.Metadata {
-		meta[k] = v
-	}
-	if r.RequestPrincipal != "" || r.Claims != nil {
-		authn := map[string]any{}
-		if r.RequestPrincipal != "" {
-			authn["request.auth.principal"] = r.RequestPrincipal
-		}
-		if r.Claims != nil {
-			authn["request.auth.claims"] = r.Claims
-		}
-		meta["istio_authn"] = authn
-	}
-	if len(meta) > 0 {
-		attrs["metadataContext"] = map[string]any{"filterMetadata": meta}
-	}
-	path, query, _ := strings.Cut(r.Path, "?")
-	parsedPath := []any{}
-	for _, seg := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
-		parsedPath = append(parsedPath, seg)
-	}
-	parsedQuery := map[string]any{}
-	for _, kv := range strings.Split(query, "&") {
-		if kv == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(kv, "=")
-		list, _ := parsedQuery[k].([]any)
-		parsedQuery[k] = append(list, v)
-	}
-	return map[string]any{
-		"attributes":     attrs,
-		"version":        map[string]any{"ext_authz": "v3", "encoding": "protojson"},
-		"parsed_path":    parsedPath,
-		"parsed_query":   parsedQuery,
-		"parsed_body":    nil,
-		"truncated_body": false,
-	}
+	return req, in
 }
 
 // parseSnapshot parses YAML documents into a snapshot; any error problem
@@ -235,10 +124,10 @@ func newEvaluatorFor(t testing.TB, modules map[string]string, data map[string]an
 	return &evaluator{query: q}
 }
 
-// decide evaluates one request and returns the decision object.
-func (e *evaluator) decide(t testing.TB, in map[string]any) map[string]any {
+// decide evaluates one input and returns the decision object.
+func (e *evaluator) decide(t testing.TB, in ast.Value) map[string]any {
 	t.Helper()
-	rs, err := e.query.Eval(context.Background(), rego.EvalInput(in))
+	rs, err := e.query.Eval(context.Background(), rego.EvalParsedInput(in))
 	if err != nil {
 		t.Fatalf("eval: %v", err)
 	}
@@ -252,100 +141,90 @@ func (e *evaluator) decide(t testing.TB, in map[string]any) map[string]any {
 	return d
 }
 
-// want is the part of a decision a case checks; unset fields are not
-// checked, except that Allowed is required.
-type want struct {
-	Allowed *bool  `yaml:"allowed"`
-	Reason  string `yaml:"reason"`
-	Policy  string `yaml:"policy"`
-	Rule    *int   `yaml:"rule"`
-	// Provider is the CUSTOM provider asked; AfterCustom what applies if it
-	// allows.
-	Provider    string `yaml:"provider"`
-	AfterCustom *want  `yaml:"afterCustom"`
-	// DryRun and Audit list "<policy> <action>" / "<policy>" of what was
-	// recorded; present means checked exactly (empty: nothing recorded).
-	DryRun *[]string `yaml:"dryRun"`
-	Audit  *[]string `yaml:"audit"`
+// mismatch compares a decision object of the library with a case's
+// expectation: what cases.Expect checks of a Complete decision, and what
+// every case here holds the library to besides: status 200 when allowed and
+// 403 when denied (unless the case expects another), and no delegation to a
+// provider the case does not name.
+func mismatch(e cases.Expect, d map[string]any) string {
+	got := caseDecision(d)
+	diffs := statusAndDelegation(e, got)
+	if m := e.Mismatch(got); m != "" {
+		diffs = append(diffs, m)
+	}
+	return strings.Join(diffs, "; ")
 }
 
-// check compares a decision with w and returns the differences.
-func (w want) check(d map[string]any) []string {
+func statusAndDelegation(e cases.Expect, got cases.Decision) []string {
 	var diffs []string
-	if w.Allowed == nil {
-		return []string{"case has no allowed"}
+	if e.Allowed == nil {
+		diffs = append(diffs, "the case has no expect.allowed")
 	}
-	if d["allowed"] != *w.Allowed {
-		diffs = append(diffs, fmt.Sprintf("allowed = %v, want %v", d["allowed"], *w.Allowed))
+	switch {
+	case got.Allowed && got.Status != 200:
+		diffs = append(diffs, fmt.Sprintf("status: got %d, want 200", got.Status))
+	case !got.Allowed && e.Status == 0 && got.Status != 403:
+		diffs = append(diffs, fmt.Sprintf("status: got %d, want 403", got.Status))
 	}
-	wantStatus := 403
-	if *w.Allowed {
-		wantStatus = 200
+	if e.Provider == "" && got.Provider != "" {
+		diffs = append(diffs, "delegated to provider "+got.Provider+", the case names none")
 	}
-	if fmt.Sprint(d["status"]) != fmt.Sprint(wantStatus) {
-		diffs = append(diffs, fmt.Sprintf("status = %v, want %d", d["status"], wantStatus))
-	}
-	if w.Reason != "" && d["reason"] != w.Reason {
-		diffs = append(diffs, fmt.Sprintf("reason = %v, want %s", d["reason"], w.Reason))
-	}
-	if w.Policy != "" && d["policy"] != w.Policy {
-		diffs = append(diffs, fmt.Sprintf("policy = %v, want %s", d["policy"], w.Policy))
-	}
-	if w.Rule != nil && fmt.Sprint(d["rule"]) != fmt.Sprint(*w.Rule) {
-		diffs = append(diffs, fmt.Sprintf("rule = %v, want %d", d["rule"], *w.Rule))
-	}
-	if w.Provider != "" {
-		c, _ := d["custom"].(map[string]any)
-		if c["provider"] != w.Provider {
-			diffs = append(diffs, fmt.Sprintf("custom = %v, want provider %s", d["custom"], w.Provider))
-		}
-	} else if _, ok := d["custom"]; ok {
-		diffs = append(diffs, fmt.Sprintf("unexpected custom %v", d["custom"]))
-	}
-	if w.AfterCustom != nil {
-		after, _ := d["after_custom"].(map[string]any)
-		for _, diff := range w.AfterCustom.check(after) {
-			diffs = append(diffs, "after_custom: "+diff)
-		}
-	}
-	if w.DryRun != nil {
-		got := recordedNames(d["dry_run"], true)
-		if !slices.Equal(got, sorted(*w.DryRun)) {
-			diffs = append(diffs, fmt.Sprintf("dry_run = %v, want %v", got, *w.DryRun))
-		}
-	}
-	if w.Audit != nil {
-		got := recordedNames(d["audit"], false)
-		if !slices.Equal(got, sorted(*w.Audit)) {
-			diffs = append(diffs, fmt.Sprintf("audit = %v, want %v", got, *w.Audit))
+	if e.AfterCustom != nil && got.AfterCustom != nil {
+		for _, diff := range statusAndDelegation(*e.AfterCustom, *got.AfterCustom) {
+			diffs = append(diffs, "afterCustom: "+diff)
 		}
 	}
 	return diffs
 }
 
-func recordedNames(v any, withAction bool) []string {
-	list, _ := v.([]any)
-	out := []string{}
-	for _, e := range list {
-		m, _ := e.(map[string]any)
-		name := fmt.Sprint(m["policy"])
-		if withAction {
-			name += " " + fmt.Sprint(m["action"])
-		}
-		if !slices.Contains(out, name) {
-			out = append(out, name)
-		}
+// caseDecision reads a decision object (CONTRACT section 5) in the terms of
+// cases.Decision: all of it, so Complete.
+func caseDecision(d map[string]any) cases.Decision {
+	out := cases.Decision{Complete: true, DryRun: []string{}, Audit: []string{}, Permissive: []string{}}
+	out.Allowed, _ = d["allowed"].(bool)
+	out.Status = decisionInt(d["status"])
+	out.Reason, _ = d["reason"].(string)
+	out.Policy, _ = d["policy"].(string)
+	if _, ok := d["rule"]; ok {
+		rule := decisionInt(d["rule"])
+		out.Rule = &rule
 	}
-	sort.Strings(out)
+	if c, ok := d["custom"].(map[string]any); ok {
+		out.Provider = fmt.Sprint(c["provider"])
+	}
+	if after, ok := d["after_custom"].(map[string]any); ok {
+		a := caseDecision(after)
+		out.AfterCustom = &a
+	}
+	for _, e := range recorded(d["dry_run"]) {
+		out.DryRun = append(out.DryRun, fmt.Sprint(e["policy"], " ", e["action"]))
+	}
+	for _, e := range recorded(d["audit"]) {
+		out.Audit = append(out.Audit, fmt.Sprint(e["policy"]))
+	}
+	for _, e := range recorded(d["rbac_permissive"]) {
+		out.Permissive = append(out.Permissive, fmt.Sprint(e["binding"]))
+	}
 	return out
 }
 
-func sorted(s []string) []string {
-	out := slices.Clone(s)
-	if out == nil {
-		out = []string{}
+// decisionInt reads a number of a decision object (json.Number from OPA),
+// -1 when it is not one.
+func decisionInt(v any) int {
+	n, err := strconv.Atoi(fmt.Sprint(v))
+	if err != nil {
+		return -1
 	}
-	sort.Strings(out)
+	return n
+}
+
+func recorded(v any) []map[string]any {
+	list, _ := v.([]any)
+	var out []map[string]any
+	for _, e := range list {
+		m, _ := e.(map[string]any)
+		out = append(out, m)
+	}
 	return out
 }
 
