@@ -185,8 +185,22 @@ func BenchmarkDecide(b *testing.B) {
 			b.Fatal(err)
 		}
 		prepare := time.Since(start)
-		for _, ext := range []bool{true, false} {
-			name := fmt.Sprintf("policies=%d/extensions=%s", n, map[bool]string{true: "sent", false: "derived"}[ext])
+		// Without the decision cache every Decide evaluates; with it (the
+		// default) a repeated request is a lookup.
+		uncached, err := NewStaticConfig(Config{DecisionCacheSize: -1}, res, snap)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, v := range []struct {
+			ext   bool
+			cache bool
+		}{{true, false}, {false, false}, {true, true}} {
+			ext := v.ext
+			e := e
+			if !v.cache {
+				e = uncached
+			}
+			name := fmt.Sprintf("policies=%d/extensions=%s/cache=%t", n, map[bool]string{true: "sent", false: "derived"}[ext], v.cache)
 			b.Run(name, func(b *testing.B) {
 				req := benchRequest(ext)
 				ctx := context.Background()
