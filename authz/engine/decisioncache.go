@@ -126,53 +126,69 @@ const (
 // from Value.String because it must not allocate per request and must be
 // unambiguous (a string holding `", "` must not read as two elements).
 func appendKey(buf []byte, v ast.Value) []byte {
+	w := keyWriter{buf: buf}
+	w.value(v)
+	return w.buf
+}
+
+// keyWriter holds the buffer the encoding grows, so that the callbacks of
+// OPA's container iteration capture one pointer rather than the slice.
+type keyWriter struct {
+	buf []byte
+}
+
+func (w *keyWriter) value(v ast.Value) {
 	switch x := v.(type) {
 	case ast.Null:
-		return append(buf, tagNull)
+		w.buf = append(w.buf, tagNull)
 	case ast.Boolean:
 		if x {
-			return append(buf, tagTrue)
+			w.buf = append(w.buf, tagTrue)
+		} else {
+			w.buf = append(w.buf, tagFalse)
 		}
-		return append(buf, tagFalse)
 	case ast.Number:
 		// Numbers compare by value: 1 and 1.0 are equal to OPA. Integers
 		// and floats that fit take their float64 bits; anything else its
 		// text (two texts of one big value would only cost a miss).
 		if f, ok := x.Float64(); ok && !math.IsInf(f, 0) {
-			buf = append(buf, tagNumber, 0)
-			return binary.LittleEndian.AppendUint64(buf, math.Float64bits(f+0)) // +0 folds -0 into 0
+			w.buf = append(w.buf, tagNumber, 0)
+			w.buf = binary.LittleEndian.AppendUint64(w.buf, math.Float64bits(f+0)) // +0 folds -0 into 0
+			return
 		}
-		buf = append(buf, tagNumber, 1)
-		return appendString(buf, string(x))
+		w.buf = append(w.buf, tagNumber, 1)
+		w.buf = appendString(w.buf, string(x))
 	case ast.String:
-		buf = append(buf, tagString)
-		return appendString(buf, string(x))
+		w.buf = append(w.buf, tagString)
+		w.buf = appendString(w.buf, string(x))
 	case *ast.Array:
-		buf = append(buf, tagArray)
-		buf = binary.AppendUvarint(buf, uint64(x.Len()))
+		w.buf = append(w.buf, tagArray)
+		w.buf = binary.AppendUvarint(w.buf, uint64(x.Len()))
 		for i := range x.Len() {
-			buf = appendKey(buf, x.Elem(i).Value)
+			w.value(x.Elem(i).Value)
 		}
-		return buf
 	case ast.Object:
-		buf = append(buf, tagObject)
-		buf = binary.AppendUvarint(buf, uint64(x.Len()))
-		x.Foreach(func(k, v *ast.Term) {
-			buf = appendKey(buf, k.Value)
-			buf = appendKey(buf, v.Value)
-		})
-		return buf
+		w.buf = append(w.buf, tagObject)
+		w.buf = binary.AppendUvarint(w.buf, uint64(x.Len()))
+		x.Foreach(w.pair)
 	case ast.Set:
-		buf = append(buf, tagSet)
-		buf = binary.AppendUvarint(buf, uint64(x.Len()))
-		x.Foreach(func(t *ast.Term) { buf = appendKey(buf, t.Value) })
-		return buf
+		w.buf = append(w.buf, tagSet)
+		w.buf = binary.AppendUvarint(w.buf, uint64(x.Len()))
+		x.Foreach(w.term)
+	default:
+		// Refs, calls, comprehensions: never in an input; their text is
+		// unambiguous enough for a key.
+		w.buf = append(w.buf, tagOther)
+		w.buf = appendString(w.buf, v.String())
 	}
-	// Refs, calls, comprehensions: never in an input; their text is
-	// unambiguous enough for a key.
-	buf = append(buf, tagOther)
-	return appendString(buf, v.String())
 }
+
+func (w *keyWriter) pair(k, v *ast.Term) {
+	w.value(k.Value)
+	w.value(v.Value)
+}
+
+func (w *keyWriter) term(t *ast.Term) { w.value(t.Value) }
 
 func appendString(buf []byte, s string) []byte {
 	buf = binary.AppendUvarint(buf, uint64(len(s)))
