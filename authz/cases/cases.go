@@ -64,7 +64,13 @@ type Request struct {
 	SNI string `yaml:"sni"`
 	// Auth is the outcome of request (JWT) authentication, as Istio's
 	// authn filter reports it; empty means no authenticated request.
+	// Give Token instead to have the implementation verify a real token
+	// against the RequestAuthentications of the configuration.
 	Auth *Auth `yaml:"auth"`
+	// Token is a JWT sent as "Authorization: Bearer <token>" (where
+	// Istio's RequestAuthentication looks first); the implementation
+	// verifies it. A token elsewhere goes in Headers or Path.
+	Token string `yaml:"token"`
 	// TCP makes the request a connection checked by Envoy's network
 	// ext_authz filter: it has no HTTP attributes, so Method, Path, Host,
 	// Scheme and Headers must be left out. Legacy RBAC's TCP rules are
@@ -182,8 +188,11 @@ const (
 // CheckRequest renders the request as Envoy's ext_authz filter would send
 // it to an authorization server configured by Garrison's xDS.
 func (r *Request) CheckRequest() (*authv3.CheckRequest, error) {
-	if r.TCP && (r.Method != "" || r.Path != "" || r.Host != "" || r.Scheme != "" || len(r.Headers) > 0) {
-		return nil, errors.New("a tcp request has no method, path, host, scheme or headers")
+	if r.TCP && (r.Method != "" || r.Path != "" || r.Host != "" || r.Scheme != "" || len(r.Headers) > 0 || r.Token != "") {
+		return nil, errors.New("a tcp request has no method, path, host, scheme, headers or token")
+	}
+	if r.Token != "" && r.Headers["authorization"] != "" {
+		return nil, errors.New("token and an authorization header: give one")
 	}
 	method := r.Method
 	if method == "" {
@@ -204,6 +213,9 @@ func (r *Request) CheckRequest() (*authv3.CheckRequest, error) {
 	headers := map[string]string{":method": method, ":path": path, ":authority": host, ":scheme": scheme}
 	for k, v := range r.Headers {
 		headers[strings.ToLower(k)] = v
+	}
+	if r.Token != "" {
+		headers["authorization"] = "Bearer " + r.Token
 	}
 	src, err := peer(r.Source.Principal, r.Source.IP, r.Source.Port, "10.0.0.1", 40000)
 	if err != nil {

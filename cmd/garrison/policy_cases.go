@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/garrison-mesh/garrison/authn/jwt"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -111,10 +113,11 @@ func runPolicyTests(ctx context.Context, ps *policySet, filter *regexp.Regexp) (
 		return rep, nil
 	}
 	rep.Warnings = ps.res.Warnings
-	eng, err := engine.NewStatic(ps.res, ps.snap)
+	eng, closeEngine, err := staticEngine(ps)
 	if err != nil {
 		return nil, err
 	}
+	defer closeEngine()
 	for _, name := range ps.testFiles {
 		cs, err := readCases(name)
 		if err != nil {
@@ -257,4 +260,20 @@ func writeTestReport(stdout, stderr io.Writer, output string, verbose bool, ps *
 	}
 	_, err := io.WriteString(stdout, b.String())
 	return err
+}
+
+// staticEngine decides with ps's policies as garrison serve would,
+// end-user tokens verified against its RequestAuthentications (inline
+// jwks, or jwksUri fetched as serve fetches it). close stops the fetchers.
+func staticEngine(ps *policySet) (eng *engine.Engine, close func(), err error) {
+	authn, err := jwt.New(jwt.Config{})
+	if err != nil {
+		return nil, nil, err
+	}
+	eng, err = engine.NewStaticConfig(engine.Config{Authenticator: authn}, ps.res, ps.snap)
+	if err != nil {
+		_ = authn.Close()
+		return nil, nil, err
+	}
+	return eng, func() { _ = authn.Close() }, nil
 }

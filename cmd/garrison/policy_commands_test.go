@@ -42,7 +42,7 @@ const denyDeleteCases = `- name: GET is allowed
 
 func TestPolicyTestExamplesPass(t *testing.T) {
 	t.Parallel()
-	for dir, n := range map[string]string{bookinfoDir: "21", bookinfoModernDir: "25"} {
+	for dir, n := range map[string]string{bookinfoDir: "23", bookinfoModernDir: "26"} {
 		code, out, errOut := runCLI(t, "policy", "test", dir)
 		if code != 0 || out != "PASS "+n+"/"+n+"\n" {
 			t.Errorf("policy test %s: exit %d\n%s%s", dir, code, out, errOut)
@@ -50,7 +50,7 @@ func TestPolicyTestExamplesPass(t *testing.T) {
 	}
 	code, out, _ := runCLI(t, "policy", "test", "-v", bookinfoDir)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if code != 0 || len(lines) != 22 {
+	if code != 0 || len(lines) != 24 {
 		t.Fatalf("-v: exit %d, %d lines:\n%s", code, len(lines), out)
 	}
 	if want := "PASS: " + filepath.Join(bookinfoDir, "security_test.yaml") + ":20: A1 gateway GET /productpage with a JWT is allowed"; lines[0] != want {
@@ -341,7 +341,7 @@ func TestPolicyExplainCases(t *testing.T) {
 	}
 
 	// A list needs --case; an unmet expectation exits 1.
-	if code, _, errOut := runCLI(t, "policy", "explain", bookinfoDir, "--request", tests); code != 1 || !strings.Contains(errOut, "21 cases: name one with --case") {
+	if code, _, errOut := runCLI(t, "policy", "explain", bookinfoDir, "--request", tests); code != 1 || !strings.Contains(errOut, "23 cases: name one with --case") {
 		t.Errorf("no --case: exit %d: %s", code, errOut)
 	}
 	dir := t.TempDir()

@@ -144,10 +144,11 @@ func newPolicyExplainCommand(f *policyFlags) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--request %s: %w", request, err)
 			}
-			eng, err := engine.NewStatic(ps.res, ps.snap)
+			eng, closeEngine, err := staticEngine(ps)
 			if err != nil {
 				return err
 			}
+			defer closeEngine()
 			x, err := eng.Explain(cmd.Context(), req)
 			if err != nil {
 				return err

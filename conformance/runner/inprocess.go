@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"github.com/garrison-mesh/garrison/authn/jwt"
+
 	"context"
 	"errors"
 	"fmt"
@@ -77,15 +79,21 @@ func (p InProcess) Start(_ context.Context, t *Topic) (Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("topic %s: compile: %w", t.Name, err)
 	}
-	eng, err := engine.NewStatic(res, snap)
+	authn, err := jwt.New(jwt.Config{})
 	if err != nil {
+		return nil, err
+	}
+	eng, err := engine.NewStaticConfig(engine.Config{Authenticator: authn}, res, snap)
+	if err != nil {
+		_ = authn.Close()
 		return nil, fmt.Errorf("topic %s: engine: %w", t.Name, err)
 	}
-	return &inProcessSession{eng: eng, warnings: res.Warnings}, nil
+	return &inProcessSession{eng: eng, authn: authn, warnings: res.Warnings}, nil
 }
 
 type inProcessSession struct {
 	eng      *engine.Engine
+	authn    *jwt.Authenticator
 	warnings []string
 }
 
@@ -101,7 +109,7 @@ func (s *inProcessSession) Decide(ctx context.Context, req *cases.Request) (case
 	return FromEngine(d), nil
 }
 
-func (s *inProcessSession) Close() error { return nil }
+func (s *inProcessSession) Close() error { return s.authn.Close() }
 
 // Warnings returns what the compiler reported it compiled differently from
 // what was written, for a session InProcess started, or nil.
