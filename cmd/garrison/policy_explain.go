@@ -433,6 +433,19 @@ func writeExplainText(w io.Writer, c cases.Case, rep *explainReport, verbose boo
 			}
 			fmt.Fprintf(&b, "           if provider %s allows: %s (%s)\n", d.Custom.Provider, after, decidedBy(d.AfterCustom, false))
 		}
+		if a := d.Authn; a != nil && a.Outcome != "no-token" {
+			line := a.Outcome
+			if a.Principal != "" {
+				line += " " + a.Principal
+			}
+			if a.Rule != "" {
+				line += " by " + a.Rule
+			}
+			if a.Reason != "" {
+				line += ": " + a.Reason
+			}
+			fmt.Fprintf(&b, "jwt:       %s\n", line)
+		}
 	}
 	if e := rep.Expectation; e != nil {
 		if e.Met {
