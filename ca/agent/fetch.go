@@ -26,7 +26,7 @@ func (a *Agent) refreshBundle(ctx context.Context) {
 	td := a.td
 	a.mu.Unlock()
 	err := a.fetchBundleFor(ctx, td)
-	if err != nil {
+	if err != nil && ctx.Err() == nil {
 		delay := min(a.bundleRetry.next(), a.cfg.BundleRefresh)
 		a.next.bundle = a.cfg.Now().Add(delay)
 		a.logFailure(&a.bundleLog, "trust bundle fetch failed; keeping the current roots", err, "retry_in", delay)
@@ -81,6 +81,9 @@ func (a *Agent) fetchBundleFor(ctx context.Context, td spiffeid.TrustDomain) err
 // the next fetch is due before then and at most CRLRefresh away.
 func (a *Agent) refreshCRL(ctx context.Context) {
 	err := a.fetchCRL(ctx)
+	if ctx.Err() != nil {
+		return
+	}
 	a.m.fetch.WithLabelValues("crl", result(err)).Inc()
 	if err != nil {
 		delay := min(a.crlRetry.next(), a.cfg.CRLRefresh)

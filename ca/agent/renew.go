@@ -109,6 +109,9 @@ func (a *Agent) renew(ctx context.Context) {
 		}
 		return a.accept(ctx, chain, key)
 	}()
+	if ctx.Err() != nil {
+		return // shutting down: not the CA's failure
+	}
 	result := classify(err)
 	a.m.csr.WithLabelValues(result).Inc()
 	if err != nil {
