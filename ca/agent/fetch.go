@@ -97,15 +97,63 @@ func (a *Agent) fetchCRL(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	der := body
-	if block, _ := pem.Decode(body); block != nil && block.Type == "X509 CRL" {
-		der = block.Bytes
-	}
-	crl, err := x509.ParseRevocationList(der)
+	lists, err := parseCRLs(body)
 	if err != nil {
-		return fmt.Errorf("CRL: %w", err)
+		return err
 	}
 	now := a.cfg.Now()
+	next := now.Add(a.cfg.CRLRefresh)
+	var errs []error
+	for _, crl := range lists {
+		if err := a.acceptCRL(crl, now); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !crl.NextUpdate.IsZero() {
+			// Fetch again halfway to nextUpdate when that is sooner.
+			next = earliest(next, now.Add(max(crl.NextUpdate.Sub(now)/2, minPoll)))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	a.crlRetry.reset()
+	a.crlLog.reset()
+	a.next.crl = next
+	return nil
+}
+
+// parseCRLs reads the contract's DER CRL, or PEM "X509 CRL" blocks, which
+// lets a CA publish one CRL per signing CA in use (Envoy, checking leaves
+// against CRLs, refuses a leaf whose issuer has none).
+func parseCRLs(body []byte) ([]*x509.RevocationList, error) {
+	var ders [][]byte
+	for rest := body; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type == "X509 CRL" {
+			ders = append(ders, block.Bytes)
+		}
+	}
+	if len(ders) == 0 {
+		ders = [][]byte{body}
+	}
+	var out []*x509.RevocationList
+	for _, der := range ders {
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			return nil, fmt.Errorf("CRL: %w", err)
+		}
+		out = append(out, crl)
+	}
+	return out, nil
+}
+
+// acceptCRL keeps a CRL signed by a CA of a chain the agent holds or held.
+func (a *Agent) acceptCRL(crl *x509.RevocationList, now time.Time) error {
 	if !crl.NextUpdate.IsZero() && !now.Before(crl.NextUpdate) {
 		return fmt.Errorf("CRL of %s is stale: nextUpdate %v", crl.Issuer, crl.NextUpdate)
 	}
@@ -131,14 +179,6 @@ func (a *Agent) fetchCRL(ctx context.Context) error {
 	if replace && (old == nil || !sameRevocations(old, crl)) {
 		a.log.Info("CRL updated", "issuer", crl.Issuer.String(), "revoked", len(crl.RevokedCertificateEntries), "next_update", crl.NextUpdate)
 	}
-	a.crlRetry.reset()
-	a.crlLog.reset()
-	next := now.Add(a.cfg.CRLRefresh)
-	if !crl.NextUpdate.IsZero() {
-		// Fetch again halfway to nextUpdate when that is sooner.
-		next = earliest(next, now.Add(max(crl.NextUpdate.Sub(now)/2, minPoll)))
-	}
-	a.next.crl = next
 	return nil
 }
 

@@ -2,9 +2,15 @@ package agent
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,5 +164,32 @@ func TestLogLimiter(t *testing.T) {
 	}
 	if ok, n := l.allow(t0.Add(time.Minute)); !ok || n != 5 {
 		t.Fatalf("after the interval: %v, %d suppressed", ok, n)
+	}
+}
+
+func TestParseCRLs(t *testing.T) {
+	t.Parallel()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "signing"},
+		KeyUsage: x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true, SubjectKeyId: []byte{1}}
+	crl := func(n int64) []byte {
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(n), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, issuer, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	if l, err := parseCRLs(crl(1)); err != nil || len(l) != 1 || l[0].Number.Int64() != 1 {
+		t.Fatalf("DER: %v %v", l, err)
+	}
+	pemBody := append(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl(2)}), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl(3)})...)
+	if l, err := parseCRLs(pemBody); err != nil || len(l) != 2 || l[1].Number.Int64() != 3 {
+		t.Fatalf("PEM: %v %v", l, err)
+	}
+	if _, err := parseCRLs([]byte("not a CRL")); err == nil {
+		t.Fatal("garbage parsed")
 	}
 }
