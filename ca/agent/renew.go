@@ -149,8 +149,9 @@ func (a *Agent) install(iss *issued, auth string) {
 	}
 	a.prevCAs = keep
 	a.cur = iss
-	if td := iss.id.TrustDomain(); a.td != td {
-		a.td = td
+	tdChanged := a.td != iss.id.TrustDomain()
+	if tdChanged {
+		a.td = iss.id.TrustDomain()
 		a.bundleRoots = nil // a bundle of another trust domain is not ours
 	}
 	a.mu.Unlock()
@@ -159,11 +160,12 @@ func (a *Agent) install(iss *issued, auth string) {
 	a.certRetry.reset()
 	a.certLog.reset()
 	a.next.cert = iss.rotateAt
-	if prev == nil {
+	if prev == nil || tdChanged {
 		// The bundle and CRL need the trust domain and the signing CA,
 		// which the first certificate gives: fetch them in this round.
 		a.next.bundle, a.next.crl = time.Time{}, time.Time{}
-	} else if prev.id != iss.id {
+	}
+	if prev != nil && prev.id != iss.id {
 		a.log.Warn("the CA issued a certificate for another identity than the previous one", "previous", prev.id.String(), "spiffe_id", iss.id.String())
 	}
 	a.log.Info("workload certificate issued", "spiffe_id", iss.id.String(), "serial", serialHex(iss.leaf()),
@@ -176,7 +178,11 @@ func (a *Agent) install(iss *issued, auth string) {
 // token), calls are hours apart, and a fresh connection follows a CA that
 // moved.
 func (a *Agent) createCertificate(ctx context.Context, csr []byte, cert *tls.Certificate, token string) ([]string, error) {
-	conn, err := grpc.NewClient(a.cfg.CAAddr, grpc.WithTransportCredentials(credentials.NewTLS(a.caTLSConfig(cert))))
+	conn, err := grpc.NewClient(a.cfg.CAAddr,
+		grpc.WithTransportCredentials(credentials.NewTLS(a.caTLSConfig(cert))),
+		// gRPC would otherwise take a proxy from HTTPS_PROXY; the agent's
+		// settings are its flags (its HTTP client uses no proxy either).
+		grpc.WithNoProxy())
 	if err != nil {
 		return nil, errLocal{err}
 	}
