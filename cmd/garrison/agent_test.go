@@ -67,10 +67,9 @@ func TestAgentEndToEnd(t *testing.T) {
 		!strings.Contains(body, "garrison_sds_streams 1") {
 		t.Errorf("metrics:\n%s", grepLines(body, "garrison_"))
 	}
+	// The files are written right after the SDS push.
 	for _, f := range []string{"cert-chain.pem", "key.pem", "root-cert.pem"} {
-		if _, err := os.Stat(filepath.Join(certDir, f)); err != nil {
-			t.Error(err)
-		}
+		eventually(t, f, func() bool { _, err := os.Stat(filepath.Join(certDir, f)); return err == nil })
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
