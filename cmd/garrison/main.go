@@ -85,6 +85,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(
 		newValidateCommand(),
 		newServeCommand(logs),
+		newAgentCommand(logs),
 		newStatusCommand(),
 		newVersionCommand(),
 		newPolicyCommand(),
