@@ -445,7 +445,7 @@ func TestVerifiedTokensBounded(t *testing.T) {
 		if !v.has(p, "hot") {
 			t.Fatalf("a token looked up between adds was dropped after %d adds", i+1)
 		}
-		if n := len(v.young) + len(v.old); n > maxVerifiedTokens {
+		if n := v.m.Len(); n > maxVerifiedTokens {
 			t.Fatalf("%d entries", n)
 		}
 	}

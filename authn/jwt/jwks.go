@@ -1,6 +1,8 @@
 package jwt
 
 import (
+	"github.com/garrison-mesh/garrison/internal/twogen"
+
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -185,12 +187,10 @@ func contains(l []string, s string) bool {
 }
 
 // verifiedTokens is a bounded set of (provider, token) pairs whose
-// signature verified, in two generations: when the young one is full the
-// old one is dropped, and a hit in the old one is kept young.
+// signature verified (internal/twogen).
 type verifiedTokens struct {
-	mu    sync.Mutex
-	young map[verifiedKey]struct{}
-	old   map[verifiedKey]struct{}
+	once sync.Once
+	m    *twogen.Map[verifiedKey, struct{}]
 }
 
 type verifiedKey struct {
@@ -201,29 +201,17 @@ type verifiedKey struct {
 // maxVerifiedTokens bounds one key set's cache: tokens are about 1 KB.
 const maxVerifiedTokens = 4096
 
+func (v *verifiedTokens) init() {
+	v.once.Do(func() { v.m = twogen.New[verifiedKey, struct{}](maxVerifiedTokens / 2) })
+}
+
 func (v *verifiedTokens) has(p *provider, raw string) bool {
-	k := verifiedKey{p, raw}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if _, ok := v.young[k]; ok {
-		return true
-	}
-	if _, ok := v.old[k]; ok {
-		v.addLocked(k)
-		return true
-	}
-	return false
+	v.init()
+	_, ok := v.m.Get(verifiedKey{p, raw})
+	return ok
 }
 
 func (v *verifiedTokens) add(p *provider, raw string) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.addLocked(verifiedKey{p, raw})
-}
-
-func (v *verifiedTokens) addLocked(k verifiedKey) {
-	if v.young == nil || len(v.young) >= maxVerifiedTokens/2 {
-		v.old, v.young = v.young, make(map[verifiedKey]struct{})
-	}
-	v.young[k] = struct{}{}
+	v.init()
+	v.m.Put(verifiedKey{p, raw}, struct{}{})
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/garrison-mesh/garrison/internal/twogen"
 )
 
 // decisionCache remembers the decisions of one policy set by the input
@@ -24,21 +26,13 @@ import (
 // generations; when the young one is full, the old one is dropped and the
 // young one becomes old. A hit in the old generation moves the entry to the
 // young one, so what is used stays (an LRU approximation without a list to
-// update on every hit). The cache is sharded to keep 16 concurrent callers
-// off one lock.
+// update on every hit; internal/twogen). The cache is sharded to keep 16
+// concurrent callers off one lock.
 type decisionCache struct {
-	shards [cacheShards]cacheShard
+	shards [cacheShards]*twogen.Map[string, *Decision]
 }
 
 const cacheShards = 16
-
-type cacheShard struct {
-	mu    sync.Mutex
-	young map[string]*Decision
-	old   map[string]*Decision
-	limit int // entries per generation
-	_     [40]byte
-}
 
 // newDecisionCache holds up to about size decisions (two generations of
 // size/2 across the shards); size < 1 is no cache.
@@ -49,58 +43,33 @@ func newDecisionCache(size int) *decisionCache {
 	per := max(1, size/(2*cacheShards))
 	c := &decisionCache{}
 	for i := range c.shards {
-		c.shards[i].young = make(map[string]*Decision, min(per, 1024))
-		c.shards[i].limit = per
+		c.shards[i] = twogen.New[string, *Decision](per)
 	}
 	return c
 }
 
-func (c *decisionCache) shard(key []byte) *cacheShard {
-	return &c.shards[maphash.Bytes(shardSeed, key)%cacheShards]
+func (c *decisionCache) shard(key []byte) *twogen.Map[string, *Decision] {
+	return c.shards[maphash.Bytes(shardSeed, key)%cacheShards]
 }
 
 var shardSeed = maphash.MakeSeed()
 
 // get returns the cached decision for key; the caller must not modify it.
+// The conversion in the lookup does not allocate.
 func (c *decisionCache) get(key []byte) (*Decision, bool) {
-	s := c.shard(key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if d, ok := s.young[string(key)]; ok {
-		return d, true
-	}
-	if d, ok := s.old[string(key)]; ok {
-		delete(s.old, string(key))
-		s.insert(string(key), d)
-		return d, true
-	}
-	return nil, false
+	return c.shard(key).Get(string(key))
 }
 
 // put caches d, which must not change afterwards, for key.
 func (c *decisionCache) put(key []byte, d *Decision) {
-	s := c.shard(key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.insert(string(key), d)
-}
-
-func (s *cacheShard) insert(key string, d *Decision) {
-	if len(s.young) >= s.limit {
-		s.old = s.young
-		s.young = make(map[string]*Decision, len(s.old))
-	}
-	s.young[key] = d
+	c.shard(key).Put(string(key), d)
 }
 
 // len is the number of entries, for tests and metrics.
 func (c *decisionCache) len() int {
 	n := 0
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		n += len(s.young) + len(s.old)
-		s.mu.Unlock()
+	for _, s := range c.shards {
+		n += s.Len()
 	}
 	return n
 }

@@ -91,6 +91,10 @@ type Config struct {
 	// negative: no cache. A policy set whose rules read the clock or call a
 	// nondeterministic builtin never caches.
 	DecisionCacheSize int
+	// Revocations, when set, refuses requests whose peer certificate
+	// (source.certificate, sent with Envoy's include_peer_certificate) the
+	// CA has revoked.
+	Revocations RevocationChecker
 	// Authenticator verifies end-user tokens (RequestAuthentication, legacy
 	// origins) before authorization, with the snapshot of the live policy
 	// set. Nil: no origin authentication; the istio_authn metadata Envoy
@@ -114,6 +118,8 @@ type Engine struct {
 	trustDomain string
 	cacheSize   int
 	authn       OriginAuthenticator
+	revocations RevocationChecker
+	peerSerials *peerSerials
 
 	live    atomic.Pointer[policySet]
 	running atomic.Bool
@@ -175,6 +181,8 @@ func newEngine(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cacheSize:   cfg.DecisionCacheSize,
 		authn:       cfg.Authenticator,
+		revocations: cfg.Revocations,
+		peerSerials: newPeerSerials(),
 		compile:     cfg.Compile,
 		log:         cfg.Logger.With("component", "authz-engine"),
 		now:         cfg.Now,
@@ -411,6 +419,9 @@ func (e *Engine) Decide(ctx context.Context, req *authv3.CheckRequest) (*Decisio
 		return early, nil
 	}
 	if d := ps.requireMTLS(req, &in); d != nil {
+		return d, nil
+	}
+	if d := e.requireUnrevoked(ps, req, &in); d != nil {
 		return d, nil
 	}
 	req, authn, refused, err := e.authenticate(ctx, ps, req, &in)
@@ -660,6 +671,9 @@ func (e *Engine) Explain(ctx context.Context, req *authv3.CheckRequest) (*Explan
 		return &Explanation{Decision: early}, nil
 	}
 	if d := ps.requireMTLS(req, &in); d != nil {
+		return &Explanation{Decision: d}, nil
+	}
+	if d := e.requireUnrevoked(ps, req, &in); d != nil {
 		return &Explanation{Decision: d}, nil
 	}
 	req, authn, refused, err := e.authenticate(ctx, ps, req, &in)

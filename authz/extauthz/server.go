@@ -324,6 +324,9 @@ func (s *Server) denied(dec *engine.Decision) (*authv3.CheckResponse, int) {
 // denyBodyFor is the detailed body when the engine supplied none; it reads
 // as the body the compiled Rego produces (CONTRACT.md section 5).
 func denyBodyFor(dec *engine.Decision) string {
+	if dec.Reason == engine.ReasonCertificateRevoked {
+		return denyBody + " (peer certificate revoked)"
+	}
 	if dec.Reason == engine.ReasonMTLSRequired && dec.Policy != "" {
 		return denyBody + " (mTLS required by " + dec.Kind + " " + dec.Policy + ")"
 	}
