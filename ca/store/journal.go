@@ -1,0 +1,277 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+
+	"github.com/garrison-mesh/garrison/ca/authority"
+)
+
+type journalReq struct {
+	r    authority.Record
+	done chan error
+}
+
+// maxBatch bounds one group commit.
+const maxBatch = 256
+
+var errClosed = errors.New("store closed")
+
+// Journal records r once its transaction commits; concurrent calls share
+// a transaction.
+func (s *Store) Journal(ctx context.Context, r authority.Record) error {
+	req := journalReq{r: r, done: make(chan error, 1)}
+	select {
+	case s.jq <- req:
+	case <-s.closed:
+		return errClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		// The record may still commit; a journaled serial that was never
+		// signed is harmless (it is only never reused).
+		return ctx.Err()
+	}
+}
+
+// writer is the journal's group commit: it takes every request waiting
+// and commits them in one transaction.
+func (s *Store) writer() {
+	defer close(s.done)
+	batch := make([]journalReq, 0, maxBatch)
+	for {
+		var first journalReq
+		select {
+		case first = <-s.jq:
+		case <-s.closed:
+			// Drain what was queued before Close.
+			for {
+				select {
+				case req := <-s.jq:
+					s.commit([]journalReq{req})
+				default:
+					return
+				}
+			}
+		}
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case req := <-s.jq:
+				batch = append(batch, req)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+func (s *Store) commit(batch []journalReq) {
+	errs := make([]error, len(batch))
+	err := func() error {
+		ctx := context.Background()
+		tx, err := s.w.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback() }()
+		stmt, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO issued
+			(serial, spiffe_id, not_before, not_after, issued_at, caller, signer_id, root_id) VALUES (?,?,?,?,?,?,?,?)`)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = stmt.Close() }()
+		for i, req := range batch {
+			r := req.r
+			res, err := stmt.ExecContext(ctx, authority.FormatSerial(r.Serial), r.SPIFFEID, r.NotBefore.Unix(), r.NotAfter.Unix(),
+				r.IssuedAt.UnixNano(), r.Caller, r.SignerID, r.RootID)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 0 {
+				errs[i] = authority.ErrDuplicateSerial
+			}
+		}
+		return tx.Commit()
+	}()
+	for i, req := range batch {
+		if err != nil {
+			req.done <- fmt.Errorf("journal commit: %w", err)
+		} else {
+			req.done <- errs[i]
+		}
+	}
+}
+
+// Issued lists journal records, newest first, with their revocations.
+func (s *Store) Issued(ctx context.Context, f authority.Filter) ([]authority.Record, error) {
+	q := `SELECT i.serial, i.spiffe_id, i.not_before, i.not_after, i.issued_at, i.caller, i.signer_id, i.root_id,
+		r.reason, r.revoked_at FROM issued i LEFT JOIN revoked r ON r.serial = i.serial`
+	var where []string
+	var args []any
+	if f.SPIFFEID != "" {
+		where, args = append(where, "i.spiffe_id = ?"), append(args, f.SPIFFEID)
+	}
+	if !f.ValidAt.IsZero() {
+		where, args = append(where, "i.not_before <= ? AND i.not_after > ?"), append(args, f.ValidAt.Unix(), f.ValidAt.Unix())
+	}
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY i.issued_at DESC, i.serial"
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rows.Close() }()
+	var out []authority.Record
+	for rows.Next() {
+		var (
+			serial, id, caller string
+			nb, na, at         int64
+			signer, root       int64
+			reason             sql.NullString
+			revokedAt          sql.NullInt64
+		)
+		if err := rows.Scan(&serial, &id, &nb, &na, &at, &caller, &signer, &root, &reason, &revokedAt); err != nil {
+			return nil, err
+		}
+		sn, err := authority.ParseSerial(serial)
+		if err != nil {
+			return nil, err
+		}
+		rec := authority.Record{Serial: sn, SPIFFEID: id, NotBefore: time.Unix(nb, 0), NotAfter: time.Unix(na, 0),
+			IssuedAt: time.Unix(0, at), Caller: caller, SignerID: signer, RootID: root}
+		if reason.Valid {
+			rec.Revoked = &authority.Revocation{Serial: sn, Reason: reason.String, RevokedAt: time.Unix(revokedAt.Int64, 0), NotAfter: rec.NotAfter}
+		}
+		out = append(out, rec)
+	}
+	return out, rows.Err()
+}
+
+// Revoke revokes a journaled serial.
+func (s *Store) Revoke(ctx context.Context, serial *big.Int, reason string, at time.Time) (bool, error) {
+	hex := authority.FormatSerial(serial)
+	var notAfter int64
+	err := s.w.QueryRowContext(ctx, "SELECT not_after FROM issued WHERE serial = ?", hex).Scan(&notAfter)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	_, err = s.w.ExecContext(ctx, "INSERT OR IGNORE INTO revoked(serial, reason, revoked_at, not_after) VALUES (?,?,?,?)",
+		hex, reason, at.Unix(), notAfter)
+	return err == nil, err
+}
+
+// RevokeIdentity revokes every certificate of spiffeID unexpired at at.
+func (s *Store) RevokeIdentity(ctx context.Context, spiffeID, reason string, at time.Time) ([]authority.Revocation, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	rows, err := tx.QueryContext(ctx, `SELECT i.serial, i.not_after FROM issued i
+		WHERE i.spiffe_id = ? AND i.not_after > ? AND NOT EXISTS (SELECT 1 FROM revoked r WHERE r.serial = i.serial)`,
+		spiffeID, at.Unix())
+	if err != nil {
+		return nil, err
+	}
+	var revs []authority.Revocation
+	for rows.Next() {
+		var serial string
+		var na int64
+		if err := rows.Scan(&serial, &na); err != nil {
+			_ = rows.Close()
+			return nil, err
+		}
+		sn, err := authority.ParseSerial(serial)
+		if err != nil {
+			_ = rows.Close()
+			return nil, err
+		}
+		revs = append(revs, authority.Revocation{Serial: sn, Reason: reason, RevokedAt: at, NotAfter: time.Unix(na, 0)})
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, err
+	}
+	for _, r := range revs {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO revoked(serial, reason, revoked_at, not_after) VALUES (?,?,?,?)",
+			authority.FormatSerial(r.Serial), reason, at.Unix(), r.NotAfter.Unix()); err != nil {
+			return nil, err
+		}
+	}
+	return revs, tx.Commit()
+}
+
+// Revocations lists revocations of certificates unexpired at now.
+func (s *Store) Revocations(ctx context.Context, now time.Time) ([]authority.Revocation, error) {
+	rows, err := s.w.QueryContext(ctx, "SELECT serial, reason, revoked_at, not_after FROM revoked WHERE not_after > ? ORDER BY revoked_at, serial", now.Unix())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rows.Close() }()
+	var out []authority.Revocation
+	for rows.Next() {
+		var serial, reason string
+		var at, na int64
+		if err := rows.Scan(&serial, &reason, &at, &na); err != nil {
+			return nil, err
+		}
+		sn, err := authority.ParseSerial(serial)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, authority.Revocation{Serial: sn, Reason: reason, RevokedAt: time.Unix(at, 0), NotAfter: time.Unix(na, 0)})
+	}
+	return out, rows.Err()
+}
+
+// Counts summarises the journal at now.
+func (s *Store) Counts(ctx context.Context, now time.Time) (authority.Counts, error) {
+	var c authority.Counts
+	err := s.r.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(*) FROM issued),
+		(SELECT COUNT(*) FROM issued WHERE not_after > ?),
+		(SELECT COUNT(*) FROM revoked WHERE not_after > ?)`, now.Unix(), now.Unix()).Scan(&c.Issued, &c.Valid, &c.Revoked)
+	return c, err
+}
+
+// LastNotAfter is the latest expiry under root rootID.
+func (s *Store) LastNotAfter(ctx context.Context, rootID int64) (time.Time, error) {
+	var na sql.NullInt64
+	if err := s.w.QueryRowContext(ctx, "SELECT MAX(not_after) FROM issued WHERE root_id = ?", rootID).Scan(&na); err != nil {
+		return time.Time{}, err
+	}
+	if !na.Valid {
+		return time.Time{}, nil
+	}
+	return time.Unix(na.Int64, 0), nil
+}
+
+// NextCRLNumber increments and returns the CRL number.
+func (s *Store) NextCRLNumber(ctx context.Context) (*big.Int, error) {
+	var n int64
+	if err := s.w.QueryRowContext(ctx, "UPDATE meta SET value = value + 1 WHERE key = 'crl_number' RETURNING value").Scan(&n); err != nil {
+		return nil, err
+	}
+	return big.NewInt(n), nil
+}
