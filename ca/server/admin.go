@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -264,6 +265,9 @@ func ListenAdmin(path string) (net.Listener, error) {
 }
 
 // ServeAdmin serves the admin API on ln until ctx ends.
-func ServeAdmin(ctx context.Context, ln net.Listener, a AdminAuthority) error {
-	return serveHTTP(ctx, ln, AdminHandler(a))
+func ServeAdmin(ctx context.Context, ln net.Listener, a AdminAuthority, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return serveHTTP(ctx, ln, AdminHandler(a), log)
 }

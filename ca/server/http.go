@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -77,11 +78,11 @@ func (s *Server) BundleHandler() http.Handler {
 func (s *Server) ServeBundle(ctx context.Context, ln net.Listener) error {
 	cfg := s.TLSConfig()
 	cfg.ClientAuth = tls.NoClientCert
-	return serveHTTP(ctx, tls.NewListener(ln, cfg), s.BundleHandler())
+	return serveHTTP(ctx, tls.NewListener(ln, cfg), s.BundleHandler(), s.log)
 }
 
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

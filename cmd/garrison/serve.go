@@ -39,6 +39,7 @@ type serveFlags struct {
 	decisionCache  int
 	gcPercent      int
 	meshConfig     string
+	ca             caFlags
 }
 
 func newServeCommand(logs *logFlags) *cobra.Command {
@@ -78,6 +79,7 @@ func newServeCommand(logs *logFlags) *cobra.Command {
 		"Istio MeshConfig YAML (istiod's mesh.yaml); its extensionProviders are the services CUSTOM AuthorizationPolicies delegate to")
 	fl.IntVar(&f.gcPercent, "gc-percent", defaultGCPercent,
 		"the Go garbage collector's target heap growth (as GOGC); a GOGC environment variable wins when set")
+	addCAServeFlags(fl, &f.ca)
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
@@ -168,12 +170,21 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--monitoring-addr: %w", err)
 	}
+	var caParts []func(context.Context) error
+	if f.ca.addr != "" {
+		var closeCA func()
+		caParts, closeCA, err = startCA(ctx, &f.ca, f.dataDir, f.trustDomain, f.rootNamespace, reg, log.With("component", "ca"))
+		if err != nil {
+			return fmt.Errorf("certificate authority: %w", err)
+		}
+		defer closeCA()
+	}
 	log.Info("garrison serving", "version", version, "config", f.configDir, "monitoring", mon.Addr(),
 		"authz", authzEndpoint.TCPAddr().String(), "authz_socket", authzEndpoint.UnixSocket())
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	parts := []func(context.Context) error{src.Run, eng.Run, authzEndpoint.Serve, mon.Serve}
+	parts := append([]func(context.Context) error{src.Run, eng.Run, authzEndpoint.Serve, mon.Serve}, caParts...)
 	errc := make(chan error, len(parts))
 	for _, run := range parts {
 		go func() { errc <- run(ctx) }()
