@@ -61,6 +61,7 @@ type Authority interface {
 	CRL() ([]byte, time.Time)
 	Sequence() uint64
 	Subscribe(ctx context.Context) <-chan struct{}
+	SigningChain() []*x509.Certificate
 }
 
 var _ Authority = (*authority.Authority)(nil)
@@ -217,9 +218,9 @@ func (s *Server) renew(ctx context.Context) error {
 // ServerCertificate is the live server certificate.
 func (s *Server) ServerCertificate() *x509.Certificate { return s.certLeaf.Load() }
 
-// RunRenewal renews the server certificate at half its life and after
-// every change of the CA (a rotation, or the server certificate's own
-// revocation), until ctx ends.
+// RunRenewal renews the server certificate at half its life, when the
+// signing CA changed (a rotation: the certificate should chain to what
+// clients will trust longest) and when it was revoked, until ctx ends.
 func (s *Server) RunRenewal(ctx context.Context) error {
 	changed := s.cfg.Authority.Subscribe(ctx)
 	t := time.NewTimer(time.Minute)
@@ -235,9 +236,10 @@ func (s *Server) RunRenewal(ctx context.Context) error {
 			return nil
 		case <-changed:
 		case <-t.C:
-			if s.cfg.Clock().Before(half) && !s.cfg.Authority.IsRevoked(leaf.SerialNumber) {
-				continue
-			}
+		}
+		signer := s.cfg.Authority.SigningChain()[0]
+		if s.cfg.Clock().Before(half) && !s.cfg.Authority.IsRevoked(leaf.SerialNumber) && leaf.CheckSignatureFrom(signer) == nil {
+			continue
 		}
 		if err := s.renew(ctx); err != nil {
 			s.log.Error("renewing the CA server's certificate", "err", err)

@@ -63,6 +63,7 @@ const td = "cluster.local"
 type env struct {
 	clock  *fakeClock
 	ca     *authority.Authority
+	st     *store.Store
 	srv    *server.Server
 	addr   string
 	tokens map[string]string // name -> token
@@ -94,7 +95,7 @@ func newEnv(t testing.TB) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	e := &env{clock: &fakeClock{now: time.Now()}, tokens: map[string]string{}, certs: map[string]tls.Certificate{}, dir: t.TempDir()}
-	e.ca, _ = newAuthority(t, e.clock, filepath.Join(e.dir, "ca"))
+	e.ca, e.st = newAuthority(t, e.clock, filepath.Join(e.dir, "ca"))
 	tokPath := filepath.Join(e.dir, "tokens.yaml")
 	for name, sa := range map[string]string{"a": "a", "b": "b", "expired": "old"} {
 		var exp time.Time
@@ -125,7 +126,6 @@ func newEnv(t testing.TB) *env {
 	e.addr = ln.Addr().String()
 	done := make(chan struct{})
 	go func() { _ = e.srv.Serve(ctx, ln); close(done) }()
-	go func() { _ = e.srv.RunRenewal(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	e.roots = x509.NewCertPool()
 	e.roots.AppendCertsFromPEM(e.ca.RootsPEM())
@@ -143,6 +143,8 @@ func newEnv(t testing.TB) *env {
 	e.clock.Set(now)
 	other, _ := newAuthority(t, e.clock, filepath.Join(e.dir, "other-ca"))
 	e.certs["foreign"] = e.issueTLS(t, other, c, time.Hour)
+	// Renewal starts once the fixture stopped moving the clock.
+	go func() { _ = e.srv.RunRenewal(ctx) }()
 	return e
 }
 
