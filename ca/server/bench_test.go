@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -52,6 +53,8 @@ func TestBenchServerChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("only runs as the benchmark's server process")
 	}
+	// As garrison serve runs (its --gc-percent default).
+	debug.SetGCPercent(400)
 	ctx := context.Background()
 	st, err := store.Open(ctx, store.Config{Dir: filepath.Join(dir, "ca")})
 	if err != nil {
