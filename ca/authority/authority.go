@@ -285,6 +285,11 @@ func (a *Authority) Sign(ctx context.Context, req SignRequest) (*Issued, error) 
 	if !req.ID.MemberOf(a.td) {
 		return nil, fmt.Errorf("%w: %q is not in trust domain %q", ErrPermissionDenied, req.ID, a.td.Name())
 	}
+	if req.ID.Path() == "" {
+		// X.509-SVID 4.1: a leaf's SPIFFE ID has a path; the bare trust
+		// domain ID names the CA.
+		return nil, fmt.Errorf("%w: %q names the trust domain, not a workload", ErrInvalidRequest, req.ID)
+	}
 	if err := CheckPublicKey(req.PublicKey); err != nil {
 		return nil, err
 	}

@@ -271,6 +271,9 @@ func TestTTL(t *testing.T) {
 	if !errors.Is(err, authority.ErrInvalidRequest) {
 		t.Errorf("TTL above the maximum: %v, want refused", err)
 	}
+	if _, err := f.ca.Sign(context.Background(), authority.SignRequest{PublicKey: key.Public(), ID: f.ca.TrustDomain().ID()}); !errors.Is(err, authority.ErrInvalidRequest) {
+		t.Errorf("the trust domain's own ID as a leaf: %v", err)
+	}
 	other := spiffeid.RequireFromString("spiffe://example.org/ns/default/sa/a")
 	if _, err := f.ca.Sign(context.Background(), authority.SignRequest{PublicKey: key.Public(), ID: other}); !errors.Is(err, authority.ErrPermissionDenied) {
 		t.Errorf("foreign trust domain: %v", err)

@@ -181,11 +181,17 @@ func New(cfg Config) (*Authenticator, error) {
 	return a, nil
 }
 
-// Reload re-reads the file; on error the previous tokens stay.
+// Reload re-reads the file; on error the previous tokens stay. An empty
+// file is an error too: it is what an editor that truncates before
+// writing leaves for a moment, and taking it would lock every workload
+// out (an operator who means "no tokens" writes "tokens: []").
 func (a *Authenticator) Reload() error {
 	data, err := os.ReadFile(a.cfg.Path)
 	if err != nil {
 		return err
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return fmt.Errorf("%s is empty", a.cfg.Path)
 	}
 	f, err := Parse(data)
 	if err != nil {
@@ -227,6 +233,10 @@ func (a *Authenticator) Authenticate(_ context.Context, token string) (string, s
 	return e.Namespace, e.ServiceAccount, nil
 }
 
+// reloadQuiet is how long the file must stay unchanged before it is
+// re-read, so that a write in several steps is read once, whole.
+const reloadQuiet = 100 * time.Millisecond
+
 // Run re-reads the file whenever it changes until ctx ends. It watches
 // the directory, so that editors and Create, which replace the file by
 // renaming, are seen too.
@@ -243,14 +253,17 @@ func (a *Authenticator) Run(ctx context.Context) error {
 	if err := w.Add(dir); err != nil {
 		return err
 	}
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case ev := <-w.Events:
-			if filepath.Base(ev.Name) != name || ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) == 0 {
-				continue
+			if filepath.Base(ev.Name) == name && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+				quiet.Reset(reloadQuiet)
 			}
+		case <-quiet.C:
 			if err := a.Reload(); err != nil {
 				a.cfg.Logger.Error("token file not reloaded; the previous tokens stay", "err", err)
 				continue
