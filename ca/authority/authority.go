@@ -6,9 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -307,7 +306,7 @@ func (a *Authority) Sign(ctx context.Context, req SignRequest) (*Issued, error) 
 	if notAfter.After(sc.cert.NotAfter) {
 		notAfter = sc.cert.NotAfter
 	}
-	ski, err := subjectKeyID(req.PublicKey)
+	spki, ski, err := splitSPKI(req.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
@@ -333,24 +332,15 @@ func (a *Authority) Sign(ctx context.Context, req SignRequest) (*Issued, error) 
 		// (TLS 1.2 RSA key transport), so only they get it.
 		usage |= x509.KeyUsageKeyEncipherment
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		// Empty subject: X.509-SVID 2 leaves it to the SAN, and Go then
-		// marks the SAN extension critical as RFC 5280 4.2.1.6 requires.
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              usage,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  false,
-		URIs:                  nil,
-		DNSNames:              req.DNSNames,
-		IPAddresses:           req.IPAddresses,
-		SubjectKeyId:          ski,
-		AuthorityKeyId:        sc.cert.SubjectKeyId,
+	var der []byte
+	if sc.fast != nil {
+		der, err = signLeaf(a.cfg.Rand, &leafFields{
+			serial: serial, notBefore: notBefore, notAfter: notAfter, spki: spki, keyUsage: usage,
+			ski: ski, aki: sc.cert.SubjectKeyId, uri: req.ID.String(), dnsNames: req.DNSNames, ips: req.IPAddresses,
+		}, sc.cert, sc.fast)
+	} else {
+		der, err = x509.CreateCertificate(a.cfg.Rand, leafTemplate(serial, notBefore, notAfter, usage, ski, req), sc.cert, req.PublicKey, sc.key)
 	}
-	tmpl.URIs = append(tmpl.URIs, req.ID.URL())
-	der, err := a.createCertificate(tmpl, sc, req.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("signing: %w", err)
 	}
@@ -376,22 +366,23 @@ func (a *Authority) newSerial() (*big.Int, error) {
 	}
 }
 
-// subjectKeyID is RFC 7093 section 2 method 1 (the leftmost 160 bits of
-// the SHA-256 of the subjectPublicKey bits), what Go computes for CA
-// certificates since 1.25; Go leaves it out of leaves, X.509-SVID
-// consumers use it to tell keys apart.
-func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, err
+// leafTemplate is the X.509-SVID as x509.CreateCertificate takes it, for
+// signing keys the direct encoder does not handle (encode.go writes the
+// same certificate).
+func leafTemplate(serial *big.Int, notBefore, notAfter time.Time, usage x509.KeyUsage, ski []byte, req SignRequest) *x509.Certificate {
+	return &x509.Certificate{
+		SerialNumber: serial,
+		// Empty subject: X.509-SVID 2 leaves it to the SAN, and Go then
+		// marks the SAN extension critical as RFC 5280 4.2.1.6 requires.
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              usage,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  false,
+		URIs:                  []*url.URL{req.ID.URL()},
+		DNSNames:              req.DNSNames,
+		IPAddresses:           req.IPAddresses,
+		SubjectKeyId:          ski,
 	}
-	var spki struct {
-		Algorithm asn1.RawValue
-		PublicKey asn1.BitString
-	}
-	if _, err := asn1.Unmarshal(der, &spki); err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(spki.PublicKey.Bytes)
-	return sum[:20], nil
 }
