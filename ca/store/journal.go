@@ -43,11 +43,28 @@ func (s *Store) Journal(ctx context.Context, r authority.Record) error {
 	}
 }
 
+// groupWindow is how long, under load, the writer holds a batch open for
+// more records. A commit costs about 100 µs of CPU whatever its size
+// (WAL frames, locks) and about 10 µs more per record; at a few thousand
+// certificates a second, requests arrive further apart than a commit
+// takes, so without a window nearly every batch would hold one record. An
+// idle CA commits at once: the window only applies while the previous
+// commit ended less than busyGap ago. The wall clock is right here: this
+// is about CPU scheduling, not certificate time.
+const (
+	groupWindow = 500 * time.Microsecond
+	busyGap     = 2 * time.Millisecond
+)
+
 // writer is the journal's group commit: it takes every request waiting
-// and commits them in one transaction.
+// (and, under load, those arriving within groupWindow) and commits them
+// in one statement.
 func (s *Store) writer() {
 	defer close(s.done)
 	batch := make([]journalReq, 0, maxBatch)
+	window := time.NewTimer(time.Hour)
+	window.Stop()
+	var lastCommit time.Time
 	for {
 		var first journalReq
 		select {
@@ -64,16 +81,31 @@ func (s *Store) writer() {
 			}
 		}
 		batch = append(batch[:0], first)
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case req := <-s.jq:
-				batch = append(batch, req)
-			default:
-				break fill
+		if time.Since(lastCommit) < busyGap {
+			window.Reset(groupWindow)
+		collect:
+			for len(batch) < maxBatch {
+				select {
+				case req := <-s.jq:
+					batch = append(batch, req)
+				case <-window.C:
+					break collect
+				}
+			}
+			window.Stop()
+		} else {
+		fill:
+			for len(batch) < maxBatch {
+				select {
+				case req := <-s.jq:
+					batch = append(batch, req)
+				default:
+					break fill
+				}
 			}
 		}
 		s.commit(batch)
+		lastCommit = time.Now()
 	}
 }
 
