@@ -62,6 +62,10 @@ type Config struct {
 	CRLValidity time.Duration
 	// RefreshHint is the trust bundle's spiffe_refresh_hint.
 	RefreshHint time.Duration
+	// RootActivationDelay is how long a new root is published before it
+	// signs (two refresh hints when zero): agents poll the bundle at the
+	// refresh hint, so by then each has it.
+	RootActivationDelay time.Duration
 	// Rand is the randomness for serials and signatures (crypto/rand when
 	// nil).
 	Rand io.Reader
@@ -163,6 +167,9 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	if cfg.RefreshHint == 0 {
 		cfg.RefreshHint = DefaultBundleRefreshHint
 	}
+	if cfg.RootActivationDelay == 0 {
+		cfg.RootActivationDelay = 2 * cfg.RefreshHint
+	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
@@ -189,7 +196,7 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		return nil, fmt.Errorf("authority: upstream %s supplied no signing CA", cfg.Upstream.Name())
 	}
 	if m != nil && (current == nil || !m.Cert.Equal(current.Cert)) {
-		if st, err = a.adopt(ctx, st, m, MintStart); err != nil {
+		if st, err = a.adopt(ctx, st, m, MintStart, time.Time{}); err != nil {
 			return nil, err
 		}
 	}

@@ -369,7 +369,7 @@ func TestRotation(t *testing.T) {
 	root0 := f.ca.Roots()[0]
 
 	// Intermediate: same root, new signing CA; old leaves still verify.
-	if err := f.ca.Rotate(ctx, authority.MintIntermediate); err != nil {
+	if err := f.ca.Rotate(ctx, authority.MintIntermediate, authority.RotateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if roots := f.ca.Roots(); len(roots) != 1 || !roots[0].Equal(root0) {
@@ -384,7 +384,7 @@ func TestRotation(t *testing.T) {
 
 	// Root: both roots in the bundle while certificates under the old one
 	// are valid.
-	if err := f.ca.Rotate(ctx, authority.MintRoot); err != nil {
+	if err := f.ca.Rotate(ctx, authority.MintRoot, authority.RotateOptions{ActivateAfter: -1}); err != nil {
 		t.Fatal(err)
 	}
 	roots := f.ca.Roots()
@@ -481,4 +481,63 @@ func TestStoreIsExclusive(t *testing.T) {
 	if _, err := store.Open(context.Background(), store.Config{Dir: f.dir}); err == nil {
 		t.Fatal("a second Open of the same directory succeeded")
 	}
+}
+
+// TestStagedRootRotation: a root rotation publishes the new root at once
+// and signs under it only from the activation time on, across a restart;
+// then the old root retires as usual.
+func TestStagedRootRotation(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	id := spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/a")
+	root0 := f.ca.Roots()[0]
+	signer0 := f.ca.SigningChain()[0]
+	changed := f.ca.Subscribe(ctx)
+	if err := f.ca.Rotate(ctx, authority.MintRoot, authority.RotateOptions{ActivateAfter: 10 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("publishing a new root notified nobody")
+	}
+	roots := f.ca.Roots()
+	if len(roots) != 2 || !roots[0].Equal(root0) {
+		t.Fatalf("pending root not published beside the active one (%d roots)", len(roots))
+	}
+	if !f.ca.SigningChain()[0].Equal(signer0) {
+		t.Fatal("a pending root signs already")
+	}
+	if err := f.ca.Rotate(ctx, authority.MintRoot, authority.RotateOptions{}); !errors.Is(err, authority.ErrUnsupported) {
+		t.Fatalf("second root rotation while one is pending: %v", err)
+	}
+	st, err := f.ca.Status(ctx)
+	if err != nil || st.Pending == nil || st.Pending.ActivateAt == nil {
+		t.Fatalf("status does not show the pending signing CA: %+v %v", st.Pending, err)
+	}
+	f.restart()
+	f.clock.Advance(9 * time.Minute)
+	if err := f.ca.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !f.ca.SigningChain()[0].Equal(signer0) || len(f.ca.Roots()) != 2 {
+		t.Fatal("activated early, or the pending state was lost across a restart")
+	}
+	f.clock.Advance(2 * time.Minute)
+	if err := f.ca.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	roots = f.ca.Roots()
+	if len(roots) != 2 || roots[0].Equal(root0) || !roots[1].Equal(root0) {
+		t.Fatal("after activation: want the new root active and the old one retiring")
+	}
+	iss, err := f.ca.SignCSR(ctx, csrPEM(t, ecKey(t, elliptic.P256())), id, 0, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := parseChain(t, iss.ChainPEM)
+	if chain[2].Equal(root0) {
+		t.Fatal("still signing under the old root after activation")
+	}
+	CheckSVID(t, f.ca, chain, id, f.clock.Now())
 }

@@ -62,8 +62,8 @@ func (a *Authority) buildState(ctx context.Context, recs []CARecord, seq uint64)
 		}
 		st.signer = sc
 	}
-	// The active root first, then retiring ones oldest last.
-	for _, want := range []CAState{StateActive, StateRetiring} {
+	// The active root first, then a pending one, then retiring ones.
+	for _, want := range []CAState{StateActive, StatePending, StateRetiring} {
 		for i := len(recs) - 1; i >= 0; i-- {
 			r := &recs[i]
 			if r.Role == RoleRoot && r.State == want {
@@ -88,12 +88,18 @@ func (a *Authority) buildState(ctx context.Context, recs []CARecord, seq uint64)
 
 // adopt persists new signing material m and returns the state with it
 // active: the previous signing CA is retired, and when the root changed
-// the previous root becomes retiring (it stays in the bundle).
-func (a *Authority) adopt(ctx context.Context, st *state, m *Material, reason MintReason) (*state, error) {
+// the previous root becomes retiring (it stays in the bundle). With a
+// non-zero activateAt and a new root, the new root and signing CA are
+// persisted as pending instead: the root joins the trust bundle now and
+// Maintain activates both at activateAt.
+func (a *Authority) adopt(ctx context.Context, st *state, m *Material, reason MintReason, activateAt time.Time) (*state, error) {
 	if err := checkMaterial(m, a.cfg.Clock()); err != nil {
 		return nil, fmt.Errorf("authority: upstream %s: %w", a.cfg.Upstream.Name(), err)
 	}
 	now := a.cfg.Clock()
+	if !activateAt.IsZero() && !slices.ContainsFunc(st.records, func(r CARecord) bool { return r.Role == RoleRoot && r.Cert.Equal(m.Root()) }) {
+		return a.adoptPending(ctx, st, m, activateAt)
+	}
 	recs := slices.Clone(st.records)
 	states := map[int64]CAState{}
 	var add []CARecord
@@ -124,7 +130,7 @@ func (a *Authority) adopt(ctx context.Context, st *state, m *Material, reason Mi
 	}
 	for i := range recs {
 		if s, ok := states[recs[i].ID]; ok {
-			recs[i].State, recs[i].RetiredAt = s, now
+			recs[i].State, recs[i].StateAt = s, now
 		}
 	}
 	for i := range add {
@@ -136,6 +142,66 @@ func (a *Authority) adopt(ctx context.Context, st *state, m *Material, reason Mi
 	}
 	a.log.Info("signing CA adopted", "reason", reason.String(), "subject", m.Cert.Subject.String(),
 		"not_after", m.Cert.NotAfter, "new_root", rootID < 0)
+	return a.buildState(ctx, recs, st.seq)
+}
+
+// adoptPending persists a new root and its signing CA as pending.
+func (a *Authority) adoptPending(ctx context.Context, st *state, m *Material, activateAt time.Time) (*state, error) {
+	now := a.cfg.Clock()
+	add := []CARecord{
+		{Role: RoleRoot, Cert: m.Root(), Key: m.RootKey, State: StatePending, CreatedAt: now, ActivateAt: activateAt},
+		{Role: RoleSigning, Cert: m.Cert, Chain: m.Chain, Key: m.Key, RootID: -1, State: StatePending, CreatedAt: now, ActivateAt: activateAt},
+	}
+	ids, err := a.cfg.Store.SaveCAs(ctx, add, nil, now)
+	if err != nil {
+		return nil, fmt.Errorf("authority: saving CA state: %w", err)
+	}
+	recs := slices.Clone(st.records)
+	for i := range add {
+		add[i].ID, add[i].StateAt = ids[i], now
+		if add[i].Role == RoleSigning {
+			add[i].RootID = ids[0]
+		}
+		recs = append(recs, add[i])
+	}
+	a.log.Info("new root published in the trust bundle; it signs from activation on",
+		"subject", m.Root().Subject.String(), "activate_at", activateAt)
+	return a.buildState(ctx, recs, st.seq)
+}
+
+// activateDue makes a pending root and signing CA active once their time
+// has come: the previous signing CA is retired and the previous root
+// becomes retiring. It returns nil when nothing was due.
+func (a *Authority) activateDue(ctx context.Context, st *state, now time.Time) (*state, error) {
+	var pending *CARecord
+	for i := range st.records {
+		r := &st.records[i]
+		if r.Role == RoleSigning && r.State == StatePending && !now.Before(r.ActivateAt) {
+			pending = r
+		}
+	}
+	if pending == nil {
+		return nil, nil
+	}
+	states := map[int64]CAState{pending.ID: StateActive, pending.RootID: StateActive}
+	for _, r := range st.records {
+		switch {
+		case r.Role == RoleSigning && r.State == StateActive:
+			states[r.ID] = StateRetired
+		case r.Role == RoleRoot && r.State == StateActive && r.ID != pending.RootID:
+			states[r.ID] = StateRetiring
+		}
+	}
+	if _, err := a.cfg.Store.SaveCAs(ctx, nil, states, now); err != nil {
+		return nil, fmt.Errorf("activating the new root: %w", err)
+	}
+	recs := slices.Clone(st.records)
+	for i := range recs {
+		if s, ok := states[recs[i].ID]; ok {
+			recs[i].State, recs[i].StateAt = s, now
+		}
+	}
+	a.log.Info("new root active: certificates are signed under it from now on", "subject", pending.Cert.Subject.String())
 	return a.buildState(ctx, recs, st.seq)
 }
 
@@ -221,22 +287,48 @@ func (a *Authority) publish(st *state) {
 	a.notify()
 }
 
+// RotateOptions tune a rotation.
+type RotateOptions struct {
+	// ActivateAfter is, for a root rotation, how long the new root is
+	// only published in the trust bundle before it signs, so that every
+	// agent trusts it before the first certificate under it (the CA
+	// server's own included) appears. Zero takes
+	// Config.RootActivationDelay; negative activates at once.
+	ActivateAfter time.Duration
+}
+
 // Rotate replaces the signing CA: MintIntermediate keeps the root,
-// MintRoot makes a new one too; the old root stays in the trust bundle
-// until every certificate issued under it has expired. Certificates
-// already issued stay valid. The new state is durable before Rotate
-// returns.
-func (a *Authority) Rotate(ctx context.Context, reason MintReason) error {
+// MintRoot makes a new one too (staged, see RotateOptions); the old root
+// stays in the trust bundle until every certificate issued under it has
+// expired. Certificates already issued stay valid. The new state is
+// durable before Rotate returns.
+func (a *Authority) Rotate(ctx context.Context, reason MintReason, opts RotateOptions) error {
 	if reason != MintIntermediate && reason != MintRoot {
 		return fmt.Errorf("%w: rotation must be of the intermediate or the root", ErrInvalidRequest)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.rotateLocked(ctx, reason)
+	var activateAt time.Time
+	if reason == MintRoot {
+		for _, r := range a.cur.Load().records {
+			if r.State == StatePending {
+				return fmt.Errorf("%w: a root rotation is already pending until %s", ErrUnsupported, r.ActivateAt.Format(time.RFC3339))
+			}
+		}
+		delay := opts.ActivateAfter
+		if delay == 0 {
+			delay = a.cfg.RootActivationDelay
+		}
+		if delay > 0 {
+			activateAt = a.cfg.Clock().Add(delay)
+		}
+	}
+	return a.rotateLocked(ctx, reason, activateAt)
 }
 
-func (a *Authority) rotateLocked(ctx context.Context, reason MintReason) error {
+func (a *Authority) rotateLocked(ctx context.Context, reason MintReason, activateAt time.Time) error {
 	st := a.cur.Load()
+
 	m, err := a.cfg.Upstream.Mint(ctx, MintRequest{Reason: reason, Current: st.signer.material(), Now: a.cfg.Clock()})
 	if err != nil {
 		return fmt.Errorf("upstream %s: %w", a.cfg.Upstream.Name(), err)
@@ -247,7 +339,7 @@ func (a *Authority) rotateLocked(ctx context.Context, reason MintReason) error {
 	if reason == MintIntermediate && !m.Root().Equal(st.roots[0]) {
 		return fmt.Errorf("%w: upstream %s supplied a new root for an intermediate rotation", ErrUnsupported, a.cfg.Upstream.Name())
 	}
-	next, err := a.adopt(ctx, st, m, reason)
+	next, err := a.adopt(ctx, st, m, reason, activateAt)
 	if err != nil {
 		return err
 	}
@@ -338,16 +430,25 @@ func (a *Authority) Maintain(ctx context.Context) error {
 	defer a.mu.Unlock()
 	now := a.cfg.Clock()
 	st := a.cur.Load()
+	if next, err := a.activateDue(ctx, st, now); err != nil {
+		return err
+	} else if next != nil {
+		if err := a.resignCRL(ctx, next); err != nil {
+			return err
+		}
+		a.publish(next)
+		st = next
+	}
 	if st.signer.rootKey != nil && st.signer.cert.NotAfter.Sub(now) < a.cfg.MaxTTL {
 		a.log.Info("signing CA nearing expiry, rotating", "not_after", st.signer.cert.NotAfter)
-		if err := a.rotateLocked(ctx, MintIntermediate); err != nil {
+		if err := a.rotateLocked(ctx, MintIntermediate, time.Time{}); err != nil {
 			a.log.Error("rotating the signing CA", "err", err)
 		}
 		st = a.cur.Load()
 	}
 	states := map[int64]CAState{}
 	for _, r := range st.records {
-		if r.Role != RoleRoot || r.State != StateRetiring || now.Sub(r.RetiredAt) < retireGrace {
+		if r.Role != RoleRoot || r.State != StateRetiring || now.Sub(r.StateAt) < retireGrace {
 			continue
 		}
 		last, err := a.cfg.Store.LastNotAfter(ctx, r.ID)
@@ -365,7 +466,7 @@ func (a *Authority) Maintain(ctx context.Context) error {
 		recs := slices.Clone(st.records)
 		for i := range recs {
 			if s, ok := states[recs[i].ID]; ok {
-				recs[i].State, recs[i].RetiredAt = s, now
+				recs[i].State, recs[i].StateAt = s, now
 				a.log.Info("root left the trust bundle: no certificate under it is valid any more",
 					"subject", recs[i].Cert.Subject.String(), "not_after", recs[i].Cert.NotAfter)
 			}

@@ -9,18 +9,19 @@ import (
 
 // Status is what `garrison ca status` shows.
 type Status struct {
-	TrustDomain string         `json:"trustDomain"`
-	Upstream    string         `json:"upstream"`
-	Sequence    uint64         `json:"sequence"`
-	Signing     CertStatus     `json:"signing"`
-	Roots       []CertStatus   `json:"roots"`
-	History     []CertStatus   `json:"history,omitempty"`
-	Counts      Counts         `json:"counts"`
-	CRL         CRLStatus      `json:"crl"`
-	MaxTTL      string         `json:"maxTTL"`
-	DefaultTTL  string         `json:"defaultTTL"`
-	Now         time.Time      `json:"now"`
-	Extra       map[string]any `json:"extra,omitempty"`
+	TrustDomain string     `json:"trustDomain"`
+	Upstream    string     `json:"upstream"`
+	Sequence    uint64     `json:"sequence"`
+	Signing     CertStatus `json:"signing"`
+	// Pending is the signing CA of a staged root rotation.
+	Pending    *CertStatus  `json:"pending,omitempty"`
+	Roots      []CertStatus `json:"roots"`
+	History    []CertStatus `json:"history,omitempty"`
+	Counts     Counts       `json:"counts"`
+	CRL        CRLStatus    `json:"crl"`
+	MaxTTL     string       `json:"maxTTL"`
+	DefaultTTL string       `json:"defaultTTL"`
+	Now        time.Time    `json:"now"`
 }
 
 // CertStatus describes one CA certificate.
@@ -34,6 +35,8 @@ type CertStatus struct {
 	NotAfter    time.Time `json:"notAfter"`
 	Fingerprint string    `json:"sha256"`
 	HasKey      bool      `json:"hasKey"`
+	// ActivateAt is when a pending record starts signing.
+	ActivateAt *time.Time `json:"activateAt,omitempty"`
 }
 
 // CRLStatus describes the current CRL.
@@ -66,11 +69,17 @@ func (a *Authority) Status(ctx context.Context) (Status, error) {
 			ID: r.ID, Role: r.Role, State: r.State, Subject: r.Cert.Subject.String(), Serial: FormatSerial(r.Cert.SerialNumber),
 			NotBefore: r.Cert.NotBefore, NotAfter: r.Cert.NotAfter, Fingerprint: Fingerprint(r.Cert), HasKey: r.Key != nil,
 		}
+		if r.State == StatePending {
+			at := r.ActivateAt
+			cs.ActivateAt = &at
+		}
 		switch {
 		case r.Role == RoleSigning && r.State == StateActive:
 			s.Signing = cs
 		case r.Role == RoleRoot && r.State != StateRetired:
 			s.Roots = append(s.Roots, cs)
+		case r.Role == RoleSigning && r.State == StatePending:
+			s.Pending = &cs
 		default:
 			s.History = append(s.History, cs)
 		}

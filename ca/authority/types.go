@@ -84,11 +84,15 @@ const (
 // CAState is where a CA record is in its life.
 type CAState string
 
-// CA record states. A root is Active while it is the root of the signing
-// CA, Retiring while certificates issued under it are still valid (it
-// stays in the trust bundle), Retired once none is. A signing CA is Active
-// or Retired.
+// CA record states. A root is Pending from a root rotation until it
+// starts signing (it is in the trust bundle already, so that every agent
+// trusts it before the first certificate under it appears), Active while
+// it is the root of the signing CA, Retiring while certificates issued
+// under it are still valid (it stays in the trust bundle), Retired once
+// none is. A signing CA is Pending (under a pending root), Active or
+// Retired.
 const (
+	StatePending  CAState = "pending"
 	StateActive   CAState = "active"
 	StateRetiring CAState = "retiring"
 	StateRetired  CAState = "retired"
@@ -110,7 +114,10 @@ type CARecord struct {
 	RootID    int64
 	State     CAState
 	CreatedAt time.Time
-	RetiredAt time.Time
+	// StateAt is when the record entered its state.
+	StateAt time.Time
+	// ActivateAt is when a pending record starts signing.
+	ActivateAt time.Time
 }
 
 // Store keeps the authority's state across restarts. The sqlite

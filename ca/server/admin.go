@@ -23,7 +23,7 @@ import (
 type AdminAuthority interface {
 	Status(ctx context.Context) (authority.Status, error)
 	List(ctx context.Context, f authority.Filter) ([]authority.Record, error)
-	Rotate(ctx context.Context, reason authority.MintReason) error
+	Rotate(ctx context.Context, reason authority.MintReason, opts authority.RotateOptions) error
 	Revoke(ctx context.Context, serial *big.Int, reason string) error
 	RevokeIdentity(ctx context.Context, id spiffeid.ID, reason string) (int, error)
 	SignCSR(ctx context.Context, pemCSR []byte, id spiffeid.ID, ttl time.Duration, caller string) (*authority.Issued, error)
@@ -60,9 +60,13 @@ type IssueResponse struct {
 	RootsPEM  string    `json:"rootsPem"`
 }
 
-// RotateRequest names what to rotate: "intermediate" or "root".
+// RotateRequest names what to rotate: "intermediate" or "root". For a
+// root, ActivateAfter (a Go duration) is how long the new root is only
+// published before it signs: empty takes the server's default, "0s" means
+// at once.
 type RotateRequest struct {
-	Target string `json:"target"`
+	Target        string `json:"target"`
+	ActivateAfter string `json:"activateAfter,omitempty"`
 }
 
 // RevokeRequest revokes by serial (hex) or by SPIFFE ID.
@@ -170,7 +174,19 @@ func AdminHandler(a AdminAuthority) http.Handler {
 			reply(w, nil, fmt.Errorf("%w: target must be intermediate or root, got %q", authority.ErrInvalidRequest, req.Target))
 			return
 		}
-		if err := a.Rotate(r.Context(), reason); err != nil {
+		var opts authority.RotateOptions
+		if req.ActivateAfter != "" {
+			d, err := time.ParseDuration(req.ActivateAfter)
+			if err != nil || d < 0 {
+				reply(w, nil, fmt.Errorf("%w: activateAfter %q is not a duration >= 0", authority.ErrInvalidRequest, req.ActivateAfter))
+				return
+			}
+			opts.ActivateAfter = d
+			if d == 0 {
+				opts.ActivateAfter = -1
+			}
+		}
+		if err := a.Rotate(r.Context(), reason, opts); err != nil {
 			reply(w, nil, err)
 			return
 		}

@@ -56,7 +56,7 @@ func TestBundleHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A rotation changes the ETag and the content.
-	if err := e.ca.Rotate(context.Background(), authority.MintRoot); err != nil {
+	if err := e.ca.Rotate(context.Background(), authority.MintRoot, authority.RotateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	resp = get("/bundle", etag)
@@ -82,7 +82,18 @@ func TestBundleHandler(t *testing.T) {
 func TestServerCertificateFollowsRotation(t *testing.T) {
 	e := newEnv(t)
 	before := e.srv.ServerCertificate()
-	if err := e.ca.Rotate(context.Background(), authority.MintRoot); err != nil {
+	// A staged root rotation leaves the server certificate under the old
+	// root, which every client trusts, until the new root signs.
+	if err := e.ca.Rotate(context.Background(), authority.MintRoot, authority.RotateOptions{ActivateAfter: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if !e.srv.ServerCertificate().Equal(before) {
+		t.Fatal("the server certificate changed while the new root was only published")
+	}
+	// (The TLS clients here check certificates against the real clock: a
+	// second ahead is well inside the 2-minute backdating.)
+	e.clock.Set(e.clock.Now().Add(time.Second))
+	if err := e.ca.Maintain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -32,7 +32,7 @@ const encryptedKeyType = "GARRISON ENCRYPTED PRIVATE KEY"
 // CAs loads every CA record; keys of retired records are not loaded
 // (nothing signs with them again).
 func (s *Store) CAs(ctx context.Context) ([]authority.CARecord, error) {
-	rows, err := s.w.QueryContext(ctx, "SELECT id, role, cert, chain, key_file, root_id, state, created_at, state_at FROM cas ORDER BY id")
+	rows, err := s.w.QueryContext(ctx, "SELECT id, role, cert, chain, key_file, root_id, state, created_at, state_at, activate_at FROM cas ORDER BY id")
 	if err != nil {
 		return nil, err
 	}
@@ -45,8 +45,9 @@ func (s *Store) CAs(ctx context.Context) ([]authority.CARecord, error) {
 			keyFile         sql.NullString
 			rootID          sql.NullInt64
 			created, stated int64
+			activate        int64
 		)
-		if err := rows.Scan(&rec.ID, &rec.Role, &certDER, &chain, &keyFile, &rootID, &rec.State, &created, &stated); err != nil {
+		if err := rows.Scan(&rec.ID, &rec.Role, &certDER, &chain, &keyFile, &rootID, &rec.State, &created, &stated, &activate); err != nil {
 			return nil, err
 		}
 		if rec.Cert, err = x509.ParseCertificate(certDER); err != nil {
@@ -58,7 +59,10 @@ func (s *Store) CAs(ctx context.Context) ([]authority.CARecord, error) {
 			}
 		}
 		rec.RootID = rootID.Int64
-		rec.CreatedAt, rec.RetiredAt = time.Unix(0, created), time.Unix(0, stated)
+		rec.CreatedAt, rec.StateAt = time.Unix(0, created), time.Unix(0, stated)
+		if activate != 0 {
+			rec.ActivateAt = time.Unix(0, activate)
+		}
 		if keyFile.Valid && rec.State != authority.StateRetired {
 			if rec.Key, err = s.readKey(keyFile.String); err != nil {
 				return nil, fmt.Errorf("CA record %d key: %w", rec.ID, err)
@@ -111,8 +115,12 @@ func (s *Store) SaveCAs(ctx context.Context, add []authority.CARecord, states ma
 				rootID.Int64 = firstRoot
 			}
 		}
-		res, err := tx.ExecContext(ctx, "INSERT INTO cas(role, cert, chain, key_file, root_id, state, created_at, state_at) VALUES (?,?,?,?,?,?,?,?)",
-			r.Role, r.Cert.Raw, chain, files[i], rootID, r.State, r.CreatedAt.UnixNano(), at.UnixNano())
+		var activate int64
+		if !r.ActivateAt.IsZero() {
+			activate = r.ActivateAt.UnixNano()
+		}
+		res, err := tx.ExecContext(ctx, "INSERT INTO cas(role, cert, chain, key_file, root_id, state, created_at, state_at, activate_at) VALUES (?,?,?,?,?,?,?,?,?)",
+			r.Role, r.Cert.Raw, chain, files[i], rootID, r.State, r.CreatedAt.UnixNano(), at.UnixNano(), activate)
 		if err != nil {
 			return nil, err
 		}

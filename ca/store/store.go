@@ -102,7 +102,8 @@ CREATE TABLE IF NOT EXISTS cas (
 	root_id    INTEGER,
 	state      TEXT NOT NULL,     -- active | retiring | retired
 	created_at INTEGER NOT NULL,  -- Unix nanoseconds
-	state_at   INTEGER NOT NULL
+	state_at   INTEGER NOT NULL,
+	activate_at INTEGER NOT NULL DEFAULT 0 -- Unix nanoseconds; pending records
 );
 `
 

@@ -310,6 +310,9 @@ func printCAStatus(w io.Writer, s authority.Status, rootsFile string) error {
 			r.NotAfter.Sub(s.Now).Round(time.Hour), r.Fingerprint[:16])
 	}
 	fmt.Fprintf(tw, "signing CA\t%s, expires %s (in %s)\n", s.Signing.Subject, s.Signing.NotAfter.Format(time.RFC3339), s.Signing.NotAfter.Sub(s.Now).Round(time.Hour))
+	if p := s.Pending; p != nil && p.ActivateAt != nil {
+		fmt.Fprintf(tw, "next signing CA\t%s, signs from %s (in %s)\n", p.Subject, p.ActivateAt.Format(time.RFC3339), p.ActivateAt.Sub(s.Now).Round(time.Second))
+	}
 	fmt.Fprintf(tw, "certificates\t%d issued, %d valid, %d revoked and unexpired\n", s.Counts.Issued, s.Counts.Valid, s.Counts.Revoked)
 	fmt.Fprintf(tw, "CRL\tnumber %s, %d entries, next update %s\n", s.CRL.Number, s.CRL.Entries, s.CRL.NextUpdate.Format(time.RFC3339))
 	fmt.Fprintf(tw, "TTL\tdefault %s, max %s\n", s.DefaultTTL, s.MaxTTL)
@@ -375,24 +378,33 @@ func newCAIssueCommand(client func() *adminClient) *cobra.Command {
 }
 
 func newCARotateCommand(client func() *adminClient) *cobra.Command {
-	var inter, root bool
+	var inter, root, now bool
+	var activateAfter time.Duration
 	cmd := &cobra.Command{
 		Use:   "rotate",
 		Short: "Rotate the signing CA (--intermediate) or the root (--root), without downtime",
 		Long: "--intermediate makes a new signing CA under the same root. --root makes a new root and a\n" +
-			"signing CA under it; the old root stays in the trust bundle until every certificate issued\n" +
-			"under it has expired. With --ca-upstream disk, replace the cacerts files first.",
+			"signing CA under it: the new root is published in the trust bundle at once and signs after\n" +
+			"--activate-after (default: two bundle refresh hints, 10m), so every agent trusts it before the\n" +
+			"first certificate under it appears; the old root stays in the bundle until every certificate\n" +
+			"issued under it has expired. With --ca-upstream disk, replace the cacerts files first.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if inter == root {
 				return errors.New("give exactly one of --intermediate and --root")
 			}
-			target := "intermediate"
+			req := server.RotateRequest{Target: "intermediate"}
 			if root {
-				target = "root"
+				req.Target = "root"
+				switch {
+				case now:
+					req.ActivateAfter = "0s"
+				case activateAfter > 0:
+					req.ActivateAfter = activateAfter.String()
+				}
 			}
 			var s authority.Status
-			if _, err := client().do(cmd.Context(), http.MethodPost, "/v1/rotate", server.RotateRequest{Target: target}, &s); err != nil {
+			if _, err := client().do(cmd.Context(), http.MethodPost, "/v1/rotate", req, &s); err != nil {
 				return err
 			}
 			return printCAStatus(cmd.OutOrStdout(), s, "")
@@ -400,6 +412,8 @@ func newCARotateCommand(client func() *adminClient) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&inter, "intermediate", false, "rotate the signing (intermediate) CA")
 	cmd.Flags().BoolVar(&root, "root", false, "rotate the root")
+	cmd.Flags().DurationVar(&activateAfter, "activate-after", 0, "with --root: how long the new root is only published before it signs (default: the server's, 10m)")
+	cmd.Flags().BoolVar(&now, "now", false, "with --root: sign under the new root at once (agents that have not fetched the bundle yet will not trust new certificates)")
 	return cmd
 }
 

@@ -170,12 +170,12 @@ func TestAuthorityOnDisk(t *testing.T) {
 	if len(iss.ChainPEM) != 3 {
 		t.Fatalf("chain of %d, want leaf, intermediate, root (root not repeated)", len(iss.ChainPEM))
 	}
-	if err := a.Rotate(ctx, authority.MintIntermediate); !errors.Is(err, authority.ErrUnsupported) {
+	if err := a.Rotate(ctx, authority.MintIntermediate, authority.RotateOptions{}); !errors.Is(err, authority.ErrUnsupported) {
 		t.Fatalf("rotation with unchanged files: %v", err)
 	}
 	inter2 := newCA(t, "intermediate 2", root, ecKey(), true)
 	writeCACerts(t, dir, inter2, []*x509.Certificate{root.cert}, root.cert)
-	if err := a.Rotate(ctx, authority.MintIntermediate); err != nil {
+	if err := a.Rotate(ctx, authority.MintIntermediate, authority.RotateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if !a.SigningChain()[0].Equal(inter2.cert) || len(a.Roots()) != 1 {
@@ -184,10 +184,10 @@ func TestAuthorityOnDisk(t *testing.T) {
 	root2 := newCA(t, "root 2", nil, ecKey(), true)
 	inter3 := newCA(t, "intermediate 3", root2, ecKey(), true)
 	writeCACerts(t, dir, inter3, nil, root2.cert)
-	if err := a.Rotate(ctx, authority.MintIntermediate); !errors.Is(err, authority.ErrUnsupported) {
+	if err := a.Rotate(ctx, authority.MintIntermediate, authority.RotateOptions{}); !errors.Is(err, authority.ErrUnsupported) {
 		t.Fatalf("an intermediate rotation that brings a new root: %v", err)
 	}
-	if err := a.Rotate(ctx, authority.MintRoot); err != nil {
+	if err := a.Rotate(ctx, authority.MintRoot, authority.RotateOptions{ActivateAfter: -1}); err != nil {
 		t.Fatal(err)
 	}
 	if roots := a.Roots(); len(roots) != 2 || !roots[0].Equal(root2.cert) || !roots[1].Equal(root.cert) {
