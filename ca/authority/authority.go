@@ -99,11 +99,15 @@ var _ interface {
 type state struct {
 	signer *signingCA
 	// roots is the trust bundle: the active root first, then retiring ones.
-	roots     []*x509.Certificate
-	rootIDs   []int64
-	rootPool  *x509.CertPool
-	rootsPEM  []byte
-	seq       uint64 // bumped on every bundle or CRL change
+	roots    []*x509.Certificate
+	rootIDs  []int64
+	rootPool *x509.CertPool
+	rootsPEM []byte
+	seq      uint64 // bumped on every bundle, signing CA or CRL change
+	// bundleSeq changes only when the set of trusted roots does: it is
+	// derived from the persisted records (roots ever added plus roots
+	// retired), so it only grows, across restarts too.
+	bundleSeq uint64
 	revoked   map[string]struct{}
 	revCount  int
 	crl       []byte

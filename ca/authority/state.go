@@ -29,6 +29,14 @@ const retireGrace = time.Minute
 // buildState makes the immutable view of recs; it does not sign the CRL.
 func (a *Authority) buildState(ctx context.Context, recs []CARecord, seq uint64) (*state, error) {
 	st := &state{seq: seq + 1, records: recs, rootPool: x509.NewCertPool()}
+	for _, r := range recs {
+		if r.Role == RoleRoot {
+			st.bundleSeq++
+			if r.State == StateRetired {
+				st.bundleSeq++
+			}
+		}
+	}
 	byID := map[int64]*CARecord{}
 	for i := range recs {
 		byID[recs[i].ID] = &recs[i]
@@ -535,6 +543,10 @@ func (a *Authority) notify() {
 // Sequence increases with every change of bundle, signing CA or CRL.
 func (a *Authority) Sequence() uint64 { return a.cur.Load().seq }
 
+// BundleSequence increases when the set of trusted roots changes, and
+// only then; it is the SPIFFE bundle's spiffe_sequence.
+func (a *Authority) BundleSequence() uint64 { return a.cur.Load().bundleSeq }
+
 // Roots are the trust bundle's roots: the active one first, then the
 // retiring ones.
 func (a *Authority) Roots() []*x509.Certificate { return slices.Clone(a.cur.Load().roots) }
@@ -549,7 +561,7 @@ func (a *Authority) SPIFFEBundle() *spiffebundle.Bundle {
 	st := a.cur.Load()
 	b := spiffebundle.FromX509Authorities(a.td, st.roots)
 	b.SetRefreshHint(a.cfg.RefreshHint)
-	b.SetSequenceNumber(st.seq)
+	b.SetSequenceNumber(st.bundleSeq)
 	return b
 }
 
@@ -559,6 +571,9 @@ func (a *Authority) CRL() ([]byte, time.Time) {
 	st := a.cur.Load()
 	return st.crl, st.crlNext
 }
+
+// CRLNumber is the current CRL's number (RFC 5280 5.2.3).
+func (a *Authority) CRLNumber() *big.Int { return new(big.Int).Set(a.cur.Load().crlNumber) }
 
 // SigningChain is the signing CA then every CA above it, root last.
 func (a *Authority) SigningChain() []*x509.Certificate {

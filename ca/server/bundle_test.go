@@ -46,6 +46,14 @@ func TestBundleHandler(t *testing.T) {
 	if get("/bundle", etag).StatusCode != http.StatusNotModified {
 		t.Error("an unchanged bundle is not 304 with its ETag")
 	}
+	seq, _ := b.SequenceNumber()
+	// A revocation re-signs the CRL but leaves the bundle as it was.
+	if err := e.ca.Revoke(context.Background(), e.certs["valid"].Leaf.SerialNumber, ""); err != nil {
+		t.Fatal(err)
+	}
+	if get("/bundle", etag).StatusCode != http.StatusNotModified {
+		t.Error("a revocation changed the bundle's ETag")
+	}
 	resp = get("/crl", "")
 	body, _ = io.ReadAll(resp.Body)
 	crl, err := x509.ParseRevocationList(body)
@@ -66,6 +74,9 @@ func TestBundleHandler(t *testing.T) {
 	}
 	if b, err = spiffebundle.Parse(e.ca.TrustDomain(), body); err != nil || len(b.X509Authorities()) != 2 {
 		t.Fatalf("bundle during a root rotation must list both roots: %v", err)
+	}
+	if next, _ := b.SequenceNumber(); next <= seq {
+		t.Errorf("spiffe_sequence %d after a root was added, was %d", next, seq)
 	}
 	resp = get("/root-cert.pem", "")
 	body, _ = io.ReadAll(resp.Body)

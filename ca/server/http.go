@@ -20,13 +20,16 @@ import (
 //	GET /root-cert.pem  the trusted roots, concatenated PEM
 //	GET /healthz        200
 //
-// Each answer carries the CA's sequence number as its ETag, so pollers
-// can send If-None-Match and get 304 while nothing changed.
+// Each answer carries an ETag (the bundle's sequence number, or the
+// CRL's number), so pollers can send If-None-Match and get 304 while
+// nothing changed: a re-signed CRL is new, an unchanged set of roots is
+// not.
 func (s *Server) BundleHandler() http.Handler {
 	mux := http.NewServeMux()
 	a := s.cfg.Authority
-	etag := func(w http.ResponseWriter, r *http.Request) bool {
-		tag := `"` + strconv.FormatUint(a.Sequence(), 10) + `"`
+	bundleTag := func() string { return `"b` + strconv.FormatUint(a.BundleSequence(), 10) + `"` }
+	crlTag := func() string { return `"c` + a.CRLNumber().String() + `"` }
+	etag := func(w http.ResponseWriter, r *http.Request, tag string) bool {
 		w.Header().Set("ETag", tag)
 		w.Header().Set("Cache-Control", "no-cache")
 		if r.Header.Get("If-None-Match") == tag {
@@ -36,7 +39,7 @@ func (s *Server) BundleHandler() http.Handler {
 		return false
 	}
 	mux.HandleFunc("GET /bundle", func(w http.ResponseWriter, r *http.Request) {
-		if etag(w, r) {
+		if etag(w, r, bundleTag()) {
 			return
 		}
 		body, err := a.SPIFFEBundle().Marshal()
@@ -53,7 +56,7 @@ func (s *Server) BundleHandler() http.Handler {
 			http.Error(w, "the signing CA cannot sign a CRL (no cRLSign key usage)", http.StatusServiceUnavailable)
 			return
 		}
-		if etag(w, r) {
+		if etag(w, r, crlTag()) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/pkix-crl")
@@ -61,7 +64,7 @@ func (s *Server) BundleHandler() http.Handler {
 		_, _ = w.Write(der)
 	})
 	mux.HandleFunc("GET /root-cert.pem", func(w http.ResponseWriter, r *http.Request) {
-		if etag(w, r) {
+		if etag(w, r, bundleTag()) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/x-pem-file")

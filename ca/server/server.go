@@ -60,6 +60,8 @@ type Authority interface {
 	SPIFFEBundle() *spiffebundle.Bundle
 	CRL() ([]byte, time.Time)
 	Sequence() uint64
+	BundleSequence() uint64
+	CRLNumber() *big.Int
 	Subscribe(ctx context.Context) <-chan struct{}
 	SigningChain() []*x509.Certificate
 }
