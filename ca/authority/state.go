@@ -59,14 +59,10 @@ func (a *Authority) buildState(ctx context.Context, recs []CARecord, seq uint64)
 		if k, ok := r.Key.(*ecdsa.PrivateKey); ok {
 			sc.fast = k
 		}
-		for _, c := range r.Chain {
+		// What follows the leaf in every response: the signing CA and the
+		// CAs above it, root last (just the root when it signs itself).
+		for _, c := range append([]*x509.Certificate{r.Cert}, r.Chain...) {
 			sc.chainPEM = append(sc.chainPEM, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})))
-		}
-		if len(r.Chain) == 0 {
-			// The signing CA is the root itself: the chain is leaf, root.
-			sc.chainPEM = []string{string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Cert.Raw}))}
-		} else {
-			sc.chainPEM = append([]string{string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Cert.Raw}))}, sc.chainPEM...)
 		}
 		st.signer = sc
 	}

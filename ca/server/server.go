@@ -245,6 +245,12 @@ func (s *Server) RunRenewal(ctx context.Context) error {
 		}
 		if err := s.renew(ctx); err != nil {
 			s.log.Error("renewing the CA server's certificate", "err", err)
+			// Past half life the timer fires at once: do not spin.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(5 * time.Second):
+			}
 		}
 	}
 }
