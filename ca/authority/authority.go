@@ -184,6 +184,16 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("authority: loading CA state: %w", err)
 	}
+	// A root Garrison made names its trust domain (selfsigned's URI SAN):
+	// signing for another one from the same state is a misconfiguration
+	// (ca init and serve given different --trust-domain).
+	for _, r := range recs {
+		for _, u := range r.Cert.URIs {
+			if r.Role == RoleRoot && u.Scheme == "spiffe" && u.Host != td.Name() {
+				return nil, fmt.Errorf("authority: the CA state holds a root of trust domain %q, not %q", u.Host, td.Name())
+			}
+		}
+	}
 	st, err := a.buildState(ctx, recs, 0)
 	if err != nil {
 		return nil, err

@@ -600,3 +600,19 @@ func TestConcurrentSigningDuringRotation(t *testing.T) {
 		t.Fatalf("journal holds %d, issued %d (%v)", c.Counts.Issued, len(issued), err)
 	}
 }
+
+func TestTrustDomainOfTheStateIsKept(t *testing.T) {
+	f := newFixture(t)
+	if err := f.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), store.Config{Dir: f.dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.st = st
+	up, _ := selfsigned.New(selfsigned.Config{TrustDomain: "example.org"})
+	if _, err := authority.New(context.Background(), authority.Config{TrustDomain: "example.org", Upstream: up, Store: st}); err == nil {
+		t.Fatal("a CA of cluster.local started as example.org")
+	}
+}

@@ -59,6 +59,8 @@ func (c *fakeClock) Set(t time.Time) {
 
 const td = "cluster.local"
 
+var _ server.TokenAuthenticator = (*tokenfile.Authenticator)(nil)
+
 // env is a CA behind a real gRPC TLS server on 127.0.0.1.
 type env struct {
 	clock  *fakeClock
