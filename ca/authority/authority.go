@@ -109,6 +109,11 @@ type state struct {
 	// retired), so it only grows, across restarts too.
 	bundleSeq uint64
 	revoked   map[string]struct{}
+	// signers holds the DER of every signing CA this authority has had:
+	// a renewal certificate must come from one of them, not merely chain
+	// to a shared root (a plugged-in organisation root may have other
+	// intermediates).
+	signers   map[string]bool
 	revCount  int
 	crl       []byte
 	crlThis   time.Time

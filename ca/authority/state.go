@@ -38,8 +38,12 @@ func (a *Authority) buildState(ctx context.Context, recs []CARecord, seq uint64)
 		}
 	}
 	byID := map[int64]*CARecord{}
+	st.signers = map[string]bool{}
 	for i := range recs {
 		byID[recs[i].ID] = &recs[i]
+		if recs[i].Role == RoleSigning {
+			st.signers[string(recs[i].Cert.Raw)] = true
+		}
 	}
 	for i := range recs {
 		r := &recs[i]
@@ -594,11 +598,15 @@ func (a *Authority) VerifyCaller(chain []*x509.Certificate) (spiffeid.ID, *x509.
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
+	chains, err := leaf.Verify(x509.VerifyOptions{
 		Roots: st.rootPool, Intermediates: inter, CurrentTime: a.cfg.Clock(),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}); err != nil {
+	})
+	if err != nil {
 		return spiffeid.ID{}, nil, fmt.Errorf("client certificate does not verify against the trust bundle: %w", err)
+	}
+	if !slices.ContainsFunc(chains, func(c []*x509.Certificate) bool { return len(c) > 1 && st.signers[string(c[1].Raw)] }) {
+		return spiffeid.ID{}, nil, errors.New("client certificate was not issued by this CA (another CA under the same root?)")
 	}
 	if leaf.IsCA {
 		return spiffeid.ID{}, nil, errors.New("client certificate is a CA")

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -169,6 +170,27 @@ func TestAuthorityOnDisk(t *testing.T) {
 	}
 	if len(iss.ChainPEM) != 3 {
 		t.Fatalf("chain of %d, want leaf, intermediate, root (root not repeated)", len(iss.ChainPEM))
+	}
+	// An SVID from another intermediate under the same root chains to a
+	// trusted root, but this CA did not issue it: no renewal with it.
+	sibling := newCA(t, "another cluster's intermediate", root, ecKey(), true)
+	sk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(id.String())
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(99), NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageDigitalSignature, BasicConstraintsValid: true,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, sibling.cert, sk.Public(), sibling.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, _ := x509.ParseCertificate(der)
+	if _, _, err := a.VerifyCaller([]*x509.Certificate{foreign, sibling.cert}); err == nil || !strings.Contains(err.Error(), "not issued by this CA") {
+		t.Fatalf("renewal with a sibling CA's SVID: %v", err)
+	}
+	own, _ := iss.Certificate()
+	if _, _, err := a.VerifyCaller(append([]*x509.Certificate{own}, iss.Chain...)); err != nil {
+		t.Fatalf("renewal with this CA's SVID: %v", err)
 	}
 	if err := a.Rotate(ctx, authority.MintIntermediate, authority.RotateOptions{}); !errors.Is(err, authority.ErrUnsupported) {
 		t.Fatalf("rotation with unchanged files: %v", err)
