@@ -281,6 +281,26 @@ func BenchmarkCreateCertificate(b *testing.B) {
 		}
 		rpc.report(b)
 	})
+	// One caller at a time: the latency of a request that does not queue.
+	var single benchResult
+	b.Run("grpc-1-caller", func(b *testing.B) {
+		lat := make([]time.Duration, 0, b.N)
+		srv0, start := procCPU(child.Process.Pid), time.Now()
+		for i := 0; b.Loop(); i++ {
+			t0 := time.Now()
+			if _, err := conns[0].CreateCertificate(rctx, &pb.IstioCertificateRequest{Csr: csrs[i%pool]}); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		single = benchResult{n: b.N, wall: time.Since(start), cpu: procCPU(child.Process.Pid) - srv0, haveLatency: true}
+		slices.Sort(lat)
+		single.p50, single.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+		single.report(b)
+	})
+	if single.n > 0 {
+		b.Logf("one caller: latency p50 %s p99 %s", single.p50.Round(time.Microsecond), single.p99.Round(time.Microsecond))
+	}
 	if raw.n > 0 && rpc.n > 0 {
 		rawPerCore := float64(raw.n) / raw.cpu.Seconds()
 		rpcPerCore := float64(rpc.n) / rpc.cpu.Seconds()

@@ -43,18 +43,16 @@ func (s *Store) Journal(ctx context.Context, r authority.Record) error {
 	}
 }
 
-// groupWindow is how long, under load, the writer holds a batch open for
-// more records. A commit costs about 100 µs of CPU whatever its size
-// (WAL frames, locks) and about 10 µs more per record; at a few thousand
-// certificates a second, requests arrive further apart than a commit
-// takes, so without a window nearly every batch would hold one record. An
-// idle CA commits at once: the window only applies while the previous
-// commit ended less than busyGap ago. The wall clock is right here: this
-// is about CPU scheduling, not certificate time.
-const (
-	groupWindow = 500 * time.Microsecond
-	busyGap     = 2 * time.Millisecond
-)
+// groupWindow is how long, under concurrent load, the writer holds a
+// batch open for more records. A commit costs about 100 µs of CPU
+// whatever its size (WAL frames, locks) and about 10 µs more per record;
+// at a few thousand certificates a second requests arrive further apart
+// than a commit takes, so without a window nearly every batch would hold
+// one record. The window opens only when signers are concurrent (the
+// batch, or the one before, held more than one record): a lone caller,
+// which would wait in vain, is committed at once. The wall clock is right
+// here: this is about CPU scheduling, not certificate time.
+const groupWindow = 500 * time.Microsecond
 
 // writer is the journal's group commit: it takes every request waiting
 // (and, under load, those arriving within groupWindow) and commits them
@@ -64,7 +62,7 @@ func (s *Store) writer() {
 	batch := make([]journalReq, 0, maxBatch)
 	window := time.NewTimer(time.Hour)
 	window.Stop()
-	var lastCommit time.Time
+	prev := 0 // the previous batch's size
 	for {
 		var first journalReq
 		select {
@@ -81,7 +79,16 @@ func (s *Store) writer() {
 			}
 		}
 		batch = append(batch[:0], first)
-		if time.Since(lastCommit) < busyGap {
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case req := <-s.jq:
+				batch = append(batch, req)
+			default:
+				break fill
+			}
+		}
+		if len(batch) > 1 || prev > 1 {
 			window.Reset(groupWindow)
 		collect:
 			for len(batch) < maxBatch {
@@ -93,19 +100,9 @@ func (s *Store) writer() {
 				}
 			}
 			window.Stop()
-		} else {
-		fill:
-			for len(batch) < maxBatch {
-				select {
-				case req := <-s.jq:
-					batch = append(batch, req)
-				default:
-					break fill
-				}
-			}
 		}
 		s.commit(batch)
-		lastCommit = time.Now()
+		prev = len(batch)
 	}
 }
 
