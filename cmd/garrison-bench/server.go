@@ -174,6 +174,7 @@ func startGarrison(ctx context.Context, bin, dir string, env []string, timeout t
 			"--data-dir", data,
 			"--monitoring-addr", "127.0.0.1:0",
 			"--authz-addr", addr,
+			"--ca-addr", "",
 			"--log-level", "warn",
 		}
 	}, env, healthReady, timeout)

@@ -89,6 +89,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newStatusCommand(),
 		newVersionCommand(),
 		newPolicyCommand(),
+		newCACommand(logs),
 	)
 	return root
 }

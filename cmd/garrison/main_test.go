@@ -148,7 +148,7 @@ func startServe(t *testing.T, configDir string) *serving {
 	s := &serving{cancel: cancel, done: make(chan int, 1)}
 	go func() {
 		s.done <- run(ctx, []string{"serve", "--config", configDir, "--data-dir", t.TempDir(),
-			"--monitoring-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--debounce", "20ms", "--log-format", "json"}, io.Discard, pw)
+			"--monitoring-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--ca-addr", "", "--debounce", "20ms", "--log-format", "json"}, io.Discard, pw)
 		pw.Close()
 	}()
 	line := waitForLog(t, pr, "garrison serving")
@@ -304,7 +304,7 @@ func TestStatusUnreachable(t *testing.T) {
 func TestServeRejectsMissingConfigDir(t *testing.T) {
 	t.Parallel()
 	code, _, errOut := runCLI(t, "serve", "--config", filepath.Join(t.TempDir(), "nope"), "--data-dir", t.TempDir(),
-		"--monitoring-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0")
+		"--monitoring-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--ca-addr", "")
 	if code != 1 || !strings.Contains(errOut, "--config") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -317,7 +317,7 @@ func TestServeRejectsInvalidMeshConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errOut := runCLI(t, "serve", "--config", "../../deploy/examples/bookinfo", "--data-dir", t.TempDir(),
-		"--monitoring-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--mesh-config", mesh)
+		"--monitoring-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--ca-addr", "", "--mesh-config", mesh)
 	if code != 1 || !strings.Contains(errOut, "mesh.yaml:5") || !strings.Contains(errOut, "extensionProviders[0].envoyExtAuthzGrpc.port") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -334,7 +334,7 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "sa.yaml"), "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: a\n")
 	cmd := exec.Command(bin, "serve", "--config", dir, "--data-dir", t.TempDir(), "--monitoring-addr", "127.0.0.1:0",
-		"--authz-addr", "127.0.0.1:0", "--authz-socket", filepath.Join(t.TempDir(), "authz.sock"), "--log-format", "json")
+		"--authz-addr", "127.0.0.1:0", "--ca-addr", "", "--authz-socket", filepath.Join(t.TempDir(), "authz.sock"), "--log-format", "json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/garrison-mesh/garrison/authz/engine"
 	"github.com/garrison-mesh/garrison/authz/extauthz"
 	"github.com/garrison-mesh/garrison/authz/provider"
+	"github.com/garrison-mesh/garrison/ca/authority"
 	"github.com/garrison-mesh/garrison/cmd/internal/admin"
 	"github.com/garrison-mesh/garrison/policies"
 	"github.com/garrison-mesh/garrison/policies/source/file"
@@ -40,6 +41,7 @@ type serveFlags struct {
 	decisionCache  int
 	gcPercent      int
 	meshConfig     string
+	ca             caFlags
 }
 
 func newServeCommand(logs *logFlags) *cobra.Command {
@@ -79,6 +81,7 @@ func newServeCommand(logs *logFlags) *cobra.Command {
 		"Istio MeshConfig YAML (istiod's mesh.yaml); its extensionProviders are the services CUSTOM AuthorizationPolicies delegate to")
 	fl.IntVar(&f.gcPercent, "gc-percent", defaultGCPercent,
 		"the Go garbage collector's target heap growth (as GOGC); a GOGC environment variable wins when set")
+	addCAServeFlags(fl, &f.ca)
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
@@ -119,6 +122,20 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)
 	}
+	// The CA starts first: ext_authz refuses peers whose certificate it
+	// revoked.
+	var caParts []func(context.Context) error
+	var revocations engine.RevocationChecker
+	if f.ca.addr != "" {
+		var closeCA func()
+		var ca *authority.Authority
+		caParts, closeCA, ca, err = startCA(ctx, &f.ca, f.dataDir, f.trustDomain, f.rootNamespace, reg, log.With("component", "ca"))
+		if err != nil {
+			return fmt.Errorf("certificate authority: %w", err)
+		}
+		defer closeCA()
+		revocations = ca
+	}
 	authn, err := jwt.New(jwt.Config{
 		Logger:  log.With("component", "authn"),
 		Metrics: reg,
@@ -137,6 +154,8 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 		Metrics:           reg,
 		TrustDomain:       f.trustDomain,
 		DecisionCacheSize: cacheSize(f.decisionCache),
+		CollectAfterSwap:  true,
+		Revocations:       revocations,
 	})
 	if err != nil {
 		return err
@@ -184,7 +203,7 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	parts := []func(context.Context) error{src.Run, eng.Run, authzEndpoint.Serve, mon.Serve}
+	parts := append([]func(context.Context) error{src.Run, eng.Run, authzEndpoint.Serve, mon.Serve}, caParts...)
 	errc := make(chan error, len(parts))
 	for _, run := range parts {
 		go func() { errc <- run(ctx) }()

@@ -69,7 +69,7 @@ func (g GarrisonServer) Start(ctx context.Context, t *Topic) (Session, error) {
 		return nil, err
 	}
 	args := append([]string{"serve", "--config", config, "--data-dir", filepath.Join(work, "data"),
-		"--authz-addr", "127.0.0.1:0", "--monitoring-addr", "127.0.0.1:0", "--log-format", "json"}, g.Args...)
+		"--authz-addr", "127.0.0.1:0", "--ca-addr", "", "--monitoring-addr", "127.0.0.1:0", "--log-format", "json"}, g.Args...)
 	serving := make(chan map[string]any, 1)
 	if err := p.start(exec.Command(g.Binary, args...), g.Log, func(line []byte) {
 		var m map[string]any
