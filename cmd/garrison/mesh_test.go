@@ -159,4 +159,10 @@ func TestMeshEndToEnd(t *testing.T) {
 	if code.Code(resp.GetStatus().GetCode()) == code.Code_OK || !strings.Contains(resp.GetDeniedResponse().GetBody(), "revoked") {
 		t.Fatalf("productpage with its revoked certificate: %v", resp)
 	}
+
+	// garrison status shows the CA beside the configuration.
+	_, out, _ := runCLI(t, "status", "--addr", serving["monitoring"].(string))
+	if !strings.Contains(out, "ca cluster.local (selfsigned): signing CA expires") || !strings.Contains(out, "revoked") {
+		t.Errorf("status:\n%s", out)
+	}
 }

@@ -126,6 +126,7 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	// revoked.
 	var caParts []func(context.Context) error
 	var revocations engine.RevocationChecker
+	var caStatus func(context.Context) (*authority.Status, error)
 	if f.ca.addr != "" {
 		var closeCA func()
 		var ca *authority.Authority
@@ -135,6 +136,10 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 		}
 		defer closeCA()
 		revocations = ca
+		caStatus = func(ctx context.Context) (*authority.Status, error) {
+			st, err := ca.Status(ctx)
+			return &st, err
+		}
 	}
 	authn, err := jwt.New(jwt.Config{
 		Logger:  log.With("component", "authn"),
@@ -194,6 +199,7 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 		Version:    version,
 		Components: map[string]admin.Component{"authz": eng},
 		JWKS:       authn.Status,
+		CA:         caStatus,
 	})
 	if err != nil {
 		return fmt.Errorf("--monitoring-addr: %w", err)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 
 	"github.com/garrison-mesh/garrison/authn/jwt"
+	"github.com/garrison-mesh/garrison/ca/authority"
 
 	"context"
 	"encoding/json"
@@ -139,6 +140,17 @@ func printStatus(w io.Writer, rep *admin.StatusReport, src *file.Status) error {
 	for _, pr := range src.SnapshotProblems {
 		p("  %s\n", pr.Error())
 	}
+	if ca := rep.CA; ca != nil {
+		p("ca %s (%s): signing CA expires %s; %d roots, first to expire %s; %d certificates valid, %d revoked\n",
+			ca.TrustDomain, ca.Upstream, ca.Signing.NotAfter.Format(time.RFC3339), len(ca.Roots), firstExpiry(ca.Roots),
+			ca.Counts.Valid, ca.Counts.Revoked)
+		if ca.Pending != nil && ca.Pending.ActivateAt != nil {
+			p("ca: a rotated signing CA takes over at %s\n", ca.Pending.ActivateAt.Format(time.RFC3339))
+		}
+	}
+	if rep.CAError != "" {
+		p("ca: status unavailable: %s\n", rep.CAError)
+	}
 	for _, j := range rep.JWKS {
 		uri := cmp.Or(j.JWKSURI, j.URI)
 		switch {
@@ -168,4 +180,18 @@ func when(t time.Time) string {
 		return "never"
 	}
 	return t.Local().Format(time.DateTime)
+}
+
+// firstExpiry is the earliest NotAfter of roots, as RFC 3339.
+func firstExpiry(roots []authority.CertStatus) string {
+	if len(roots) == 0 {
+		return "-"
+	}
+	first := roots[0].NotAfter
+	for _, r := range roots[1:] {
+		if r.NotAfter.Before(first) {
+			first = r.NotAfter
+		}
+	}
+	return first.Format(time.RFC3339)
 }

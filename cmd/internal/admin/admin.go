@@ -5,6 +5,7 @@ package admin
 
 import (
 	"github.com/garrison-mesh/garrison/authn/jwt"
+	"github.com/garrison-mesh/garrison/ca/authority"
 
 	"context"
 	"encoding/json"
@@ -49,6 +50,8 @@ type Config struct {
 	Components map[string]Component
 	// JWKS reports the key sets origin authentication fetches; nil: none.
 	JWKS func() []jwt.FetchStatus
+	// CA reports the certificate authority; nil: no CA runs.
+	CA func(context.Context) (*authority.Status, error)
 }
 
 // Component is a plane that becomes ready once it has built its first
@@ -193,6 +196,10 @@ type StatusReport struct {
 	// JWKS lists every key set origin authentication uses; one not Ready
 	// makes the requests that need it fail closed.
 	JWKS []jwt.FetchStatus `json:"jwks,omitempty"`
+	// CA is the certificate authority's state when one runs; CAError says
+	// why it could not be read.
+	CA      *authority.Status `json:"ca,omitempty"`
+	CAError string            `json:"caError,omitempty"`
 }
 
 // ComponentStatus is one plane's state in a StatusReport.
@@ -201,7 +208,7 @@ type ComponentStatus struct {
 	Version uint64 `json:"version"`
 }
 
-func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	rep := StatusReport{Version: s.cfg.Version}
 	if snap := s.cfg.Snapshots.Current(); snap != nil {
 		rep.Ready, rep.SnapshotVersion, rep.Resources = true, snap.Version(), snap.Len()
@@ -216,6 +223,13 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	}
 	if s.cfg.JWKS != nil {
 		rep.JWKS = s.cfg.JWKS()
+	}
+	if s.cfg.CA != nil {
+		st, err := s.cfg.CA(r.Context())
+		if err != nil {
+			rep.CAError = err.Error()
+		}
+		rep.CA = st
 	}
 	if st := s.cfg.Status(); st != nil {
 		raw, err := json.Marshal(st)
