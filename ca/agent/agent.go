@@ -41,6 +41,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/garrison-mesh/garrison/ca/pemcert"
 	"github.com/garrison-mesh/garrison/ca/sds"
 )
 
@@ -394,13 +395,13 @@ func (a *Agent) workload() sds.Workload {
 	defer a.mu.Unlock()
 	var w sds.Workload
 	if a.cur != nil {
-		w.CertChainPEM = encodeCerts(a.cur.served())
+		w.CertChainPEM = pemcert.Encode(a.cur.served())
 		w.KeyPEM = a.cur.keyPEM
 	}
 	if !a.td.IsZero() {
 		w.TrustDomain = a.td.Name()
 	}
-	w.RootsPEM = encodeCerts(a.trustRootsLocked())
+	w.RootsPEM = pemcert.Encode(a.trustRootsLocked())
 	keys := make([]string, 0, len(a.crls))
 	for k, crl := range a.crls {
 		// Envoy fails every certificate checked against an expired CRL,
@@ -497,44 +498,12 @@ func (a *Agent) logFailure(l *logLimiter, msg string, err error, args ...any) {
 	a.log.Warn(msg, args...)
 }
 
-func encodeCerts(certs []*x509.Certificate) []byte {
-	var b []byte
-	for _, c := range certs {
-		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return b
-}
-
-// parseCerts parses every CERTIFICATE block of PEM data.
-func parseCerts(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM certificate")
-	}
-	return out, nil
-}
-
 func readRoots(path string) ([]*x509.Certificate, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return parseCerts(data)
+	return pemcert.Parse(data)
 }
 
 func containsCert(certs []*x509.Certificate, c *x509.Certificate) bool {

@@ -23,6 +23,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	pb "istio.io/api/security/v1alpha1"
+
+	"github.com/garrison-mesh/garrison/ca/pemcert"
 )
 
 // errInvalidResponse marks a CA answer the agent cannot use.
@@ -208,7 +210,7 @@ func (a *Agent) createCertificate(ctx context.Context, csr []byte, cert *tls.Cer
 func (a *Agent) accept(ctx context.Context, pems []string, key *ecdsa.PrivateKey) (*issued, error) {
 	var chain []*x509.Certificate
 	for i, p := range pems {
-		certs, err := parseCerts([]byte(p))
+		certs, err := pemcert.Parse([]byte(p))
 		if err != nil {
 			return nil, invalid("cert_chain[%d]: %v", i, err)
 		}

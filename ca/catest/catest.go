@@ -31,7 +31,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -51,6 +50,8 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	pb "istio.io/api/security/v1alpha1"
+
+	"github.com/garrison-mesh/garrison/ca/pemcert"
 )
 
 // Config configures the test CA; every field is optional.
@@ -506,35 +507,8 @@ func serial() *big.Int {
 	return n.Add(n, big.NewInt(1))
 }
 
-// EncodeCerts PEM-encodes certificates, one CERTIFICATE block each.
-func EncodeCerts(certs []*x509.Certificate) []byte {
-	var b []byte
-	for _, c := range certs {
-		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return b
-}
+// EncodeCerts is pemcert.Encode, for tests that hold a catest.
+func EncodeCerts(certs []*x509.Certificate) []byte { return pemcert.Encode(certs) }
 
-// ParseCerts parses every CERTIFICATE block of PEM data.
-func ParseCerts(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no certificate")
-	}
-	return out, nil
-}
+// ParseCerts is pemcert.Parse, for tests that hold a catest.
+func ParseCerts(data []byte) ([]*x509.Certificate, error) { return pemcert.Parse(data) }

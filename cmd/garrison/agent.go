@@ -131,26 +131,7 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 	}
 	log.Info("garrison agent serving", "version", version, "ca", f.caAddr, "sds", ep.Path(), "health", healthAddr, "cert_dir", f.certDir)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, len(parts))
-	for _, run := range parts {
-		go func() { errc <- run(ctx) }()
-	}
-	// The first part to fail stops the others; a signal stops them all.
-	var first error
-	for range parts {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-			cancel()
-		}
-	}
-	if first != nil {
-		log.Error("garrison agent stopped", "err", first)
-		return first
-	}
-	log.Info("garrison agent stopped")
-	return nil
+	return runParts(ctx, parts, log, "garrison agent")
 }
 
 // serveHealth serves /healthz, 200 while the agent holds a certificate

@@ -207,14 +207,20 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	log.Info("garrison serving", "version", version, "config", f.configDir, "monitoring", mon.Addr(),
 		"authz", authzEndpoint.TCPAddr().String(), "authz_socket", authzEndpoint.UnixSocket())
 
+	parts := append([]func(context.Context) error{src.Run, eng.Run, authzEndpoint.Serve, mon.Serve}, caParts...)
+	return runParts(ctx, parts, log, "garrison")
+}
+
+// runParts runs every part until ctx is done. The first part to fail
+// stops the others; a signal (ctx) stops them all. name is what the final
+// log line says stopped.
+func runParts(ctx context.Context, parts []func(context.Context) error, log *slog.Logger, name string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	parts := append([]func(context.Context) error{src.Run, eng.Run, authzEndpoint.Serve, mon.Serve}, caParts...)
 	errc := make(chan error, len(parts))
 	for _, run := range parts {
 		go func() { errc <- run(ctx) }()
 	}
-	// The first part to fail stops the others; a signal stops them all.
 	var first error
 	for range parts {
 		if err := <-errc; err != nil && first == nil {
@@ -223,10 +229,10 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 		}
 	}
 	if first != nil {
-		log.Error("garrison stopped", "err", first)
+		log.Error(name+" stopped", "err", first)
 		return first
 	}
-	log.Info("garrison stopped")
+	log.Info(name + " stopped")
 	return nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 
 	"github.com/garrison-mesh/garrison/ca/authority"
+	"github.com/garrison-mesh/garrison/ca/pemcert"
 )
 
 // File names of Istio's cacerts secret.
@@ -78,7 +79,7 @@ func Load(dir string) (*authority.Material, error) {
 		if err != nil {
 			return nil, err
 		}
-		certs, err := parseCerts(data)
+		certs, err := pemcert.Parse(data)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
@@ -139,29 +140,6 @@ func Load(dir string) (*authority.Material, error) {
 	// cert-chain.pem ended with it.
 	path := paths[0]
 	return &authority.Material{Cert: cert, Key: key, Chain: path[1:]}, nil
-}
-
-func parseCerts(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM certificate")
-	}
-	return out, nil
 }
 
 func parseKey(data []byte) (crypto.Signer, error) {
