@@ -123,6 +123,11 @@ func TestMeshEndToEnd(t *testing.T) {
 		t.Fatal("no ROOTCA")
 	}
 
+	// ext_authz decides once the first policy set is live (/readyz waits
+	// for every plane).
+	monitoring := serving["monitoring"].(string)
+	eventually(t, "serve ready", func() bool { code, _ := get(t, "http://"+monitoring+"/readyz"); return code == 200 })
+
 	// productpage asks details for /details/0 with its certificate, as
 	// Envoy's ext_authz filter sends it (include_peer_certificate).
 	conn, err := grpc.NewClient(serving["authz"].(string), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -161,7 +166,7 @@ func TestMeshEndToEnd(t *testing.T) {
 	}
 
 	// garrison status shows the CA beside the configuration.
-	_, out, _ := runCLI(t, "status", "--addr", serving["monitoring"].(string))
+	_, out, _ := runCLI(t, "status", "--addr", monitoring)
 	if !strings.Contains(out, "ca cluster.local (selfsigned): signing CA expires") || !strings.Contains(out, "revoked") {
 		t.Errorf("status:\n%s", out)
 	}
