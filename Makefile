@@ -60,15 +60,26 @@ bench-load: build
 peers:
 	cd conformance/peers && $(GO) build -o ../../bin/opa-envoy-plugin github.com/open-policy-agent/opa-envoy-plugin/cmd/opa-envoy-plugin
 
-## conformance: the authorization conformance suite (conformance/authz) over the
-## wire, against a real garrison serve per topic; with IMPL='<command with {config}
-## and {addr}>', against that ext_authz implementation instead.
-IMPL ?=
+## conformance: both conformance suites over the wire: authorization (conformance/authz)
+## against a real garrison serve per topic, and the CA (conformance/ca) against one
+## garrison serve with its CA, directly and through the external command contract.
+## IMPL='<command with {config} and {addr}>' runs the authorization suite against that
+## ext_authz implementation instead; CA_IMPL='<command with {addr} {roots} {tokens}>'
+## (CA_REVOKE='<command with {serial}>', CA_KNOWN=ca/known_failures/<impl>.yaml) runs
+## the CA suite against that implementation of Istio's CA API instead.
+IMPL     ?=
+CA_IMPL  ?=
+CA_REVOKE ?=
+CA_KNOWN ?=
 conformance:
-ifeq ($(strip $(IMPL)),)
-	$(GO) test -count=1 -run 'TestWire|TestKnownFailuresNameCases' ./conformance
-else
+ifeq ($(strip $(IMPL)$(CA_IMPL)),)
+	$(GO) test -count=1 -run 'TestWire|TestKnownFailuresNameCases|TestCAWire|TestCACommand|TestCAKnownFailures' ./conformance
+endif
+ifneq ($(strip $(IMPL)),)
 	AUTHZ_CONFORMANCE_IMPL='$(IMPL)' $(GO) test -count=1 -run TestExternal ./conformance
+endif
+ifneq ($(strip $(CA_IMPL)),)
+	CA_CONFORMANCE_IMPL='$(CA_IMPL)' CA_CONFORMANCE_REVOKE='$(CA_REVOKE)' $(GO) test -count=1 -run TestCAExternal ./conformance -args -ca-known='$(CA_KNOWN)'
 endif
 
 clean:

@@ -133,7 +133,7 @@ func TestServerCertificateFollowsRotation(t *testing.T) {
 	c := e.certs["valid"]
 	client := e.dial(t, &c)
 	e.roots.AddCert(e.ca.Roots()[0])
-	if _, err := client.CreateCertificate(context.Background(), &pb.IstioCertificateRequest{Csr: makeCSR(t, csrSpec{})}); err != nil {
+	if _, err := client.CreateCertificate(context.Background(), &pb.IstioCertificateRequest{Csr: makeCSR(t)}); err != nil {
 		t.Fatalf("renewal with a certificate under the old root: %v", err)
 	}
 }

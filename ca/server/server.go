@@ -307,6 +307,14 @@ func (s *Server) createCertificate(ctx context.Context, req *pb.IstioCertificate
 	if err != nil {
 		return nil, err
 	}
+	// istiod lets node agents it trusts (CA_TRUSTED_NODE_ACCOUNTS) ask
+	// for another identity through this metadata field and refuses
+	// everyone else. Garrison trusts no node agent: ignoring the field
+	// would hand an agent its own identity where it asked for a
+	// workload's, so refuse as istiod does without an authorizer.
+	if imp := req.GetMetadata().GetFields()[impersonatedIdentityKey].GetStringValue(); imp != "" {
+		return nil, status.Errorf(codes.Unauthenticated, "request impersonation (%s %q) is not supported: no node agent is trusted to ask for another identity", impersonatedIdentityKey, imp)
+	}
 	secs := req.GetValidityDuration()
 	if secs < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "validity_duration %d is negative", secs)
@@ -321,6 +329,10 @@ func (s *Server) createCertificate(ctx context.Context, req *pb.IstioCertificate
 	}
 	return &pb.IstioCertificateResponse{CertChain: iss.ChainPEM}, nil
 }
+
+// impersonatedIdentityKey is the request metadata field in which an Istio
+// node agent (ztunnel) asks for a workload's certificate.
+const impersonatedIdentityKey = "ImpersonatedIdentity"
 
 func toStatus(err error) error {
 	switch {

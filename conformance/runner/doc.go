@@ -1,5 +1,14 @@
-// Package runner drives an authorization implementation through the
-// conformance suite in conformance/authz: every topic directory there holds
+// Package runner starts implementations for the conformance suites and, for
+// the authorization suite in conformance/authz, drives them through it.
+//
+// The CA suite (conformance/ca, cases and checks in package casuite) needs
+// only a running implementation: GarrisonCA starts `garrison serve` with its
+// CA (after `garrison ca init` and a `garrison ca token create` per caller),
+// CACommand any implementation of Istio's CA API from a command template
+// with {addr}, {roots}, {tokens} and {tmp} placeholders and an optional
+// revocation command; both give a CATarget that casuite.Runner asks.
+//
+// The authorization suite in conformance/authz: every topic directory there holds
 // Istio YAML (the configuration the implementation serves) and a cases file
 // in the authz/cases format (requests and the decisions Istio would make).
 //
