@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -92,12 +91,11 @@ type Config struct {
 	// negative: no cache. A policy set whose rules read the clock or call a
 	// nondeterministic builtin never caches.
 	DecisionCacheSize int
-	// CollectAfterSwap runs the garbage collector once a new policy set is
-	// live: building one leaves hundreds of megabytes of garbage at 10,000
-	// policies, which the collector would otherwise mark and sweep while
-	// serving requests (measured: the first seconds after a swap cost up to
-	// 1.3x CPU per Check). For a server, not for tools.
-	CollectAfterSwap bool
+	// AfterSwap, when set, is called on the engine's goroutine each time a
+	// new policy set has gone live. Building one at 10,000 policies leaves
+	// hundreds of megabytes of garbage; garrison serve collects it there,
+	// off the request path, and sizes the collector to the new live heap.
+	AfterSwap func()
 	// Revocations, when set, refuses requests whose peer certificate
 	// (source.certificate, sent with Envoy's include_peer_certificate) the
 	// CA has revoked.
@@ -127,7 +125,7 @@ type Engine struct {
 	authn       OriginAuthenticator
 	revocations RevocationChecker
 	peerSerials *peerSerials
-	collect     bool
+	afterSwap   func()
 
 	live    atomic.Pointer[policySet]
 	running atomic.Bool
@@ -190,7 +188,7 @@ func newEngine(cfg Config) (*Engine, error) {
 		cacheSize:   cfg.DecisionCacheSize,
 		authn:       cfg.Authenticator,
 		revocations: cfg.Revocations,
-		collect:     cfg.CollectAfterSwap,
+		afterSwap:   cfg.AfterSwap,
 		peerSerials: newPeerSerials(),
 		compile:     cfg.Compile,
 		log:         cfg.Logger.With("component", "authz-engine"),
@@ -300,8 +298,8 @@ func (e *Engine) apply(ctx context.Context, snap *policies.Snapshot) {
 	}
 	e.publish(ps, snap)
 	e.metrics.compiled(true, ps.version, took)
-	if e.collect {
-		runtime.GC()
+	if e.afterSwap != nil {
+		e.afterSwap()
 	}
 	e.log.Info("policy set live", "version", ps.version, "modules", len(res.Modules),
 		"headers", headerCount(res.Headers), "warnings", len(res.Warnings), "took", took)

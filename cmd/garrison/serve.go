@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,25 +78,16 @@ func newServeCommand(logs *logFlags) *cobra.Command {
 		"decisions remembered per policy set, by what the policies read of a request (0: off); a new policy set starts empty")
 	fl.StringVar(&f.meshConfig, "mesh-config", "",
 		"Istio MeshConfig YAML (istiod's mesh.yaml); its extensionProviders are the services CUSTOM AuthorizationPolicies delegate to")
-	fl.IntVar(&f.gcPercent, "gc-percent", defaultGCPercent,
-		"the Go garbage collector's target heap growth (as GOGC); a GOGC environment variable wins when set")
+	fl.IntVar(&f.gcPercent, "gc-percent", 0,
+		"the Go garbage collector's target heap growth (as GOGC); 0 sizes it to the live heap after each policy set (see gc.go); a GOGC environment variable wins when set")
 	addCAServeFlags(fl, &f.ca)
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
 
-// defaultGCPercent trades memory for CPU: a Check allocates a few
-// kilobytes that die at once, while the live heap (compiled policies, the
-// decision cache) is large, so at Go's default of 100 the collector marks
-// that heap again every few thousand Checks. At 400 the server spent 69 µs
-// of CPU per Check instead of 76-90 µs (make bench-load, 1,000 policies),
-// for a peak heap of about five times the live one.
-const defaultGCPercent = 400
-
 func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
-	if _, set := os.LookupEnv("GOGC"); !set {
-		debug.SetGCPercent(f.gcPercent)
-	}
+	_, gogcSet := os.LookupEnv("GOGC")
+	gc := newGCTuner(gogcSet, f.gcPercent, log)
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
@@ -159,7 +149,7 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 		Metrics:           reg,
 		TrustDomain:       f.trustDomain,
 		DecisionCacheSize: cacheSize(f.decisionCache),
-		CollectAfterSwap:  true,
+		AfterSwap:         gc.afterSwap,
 		Revocations:       revocations,
 	})
 	if err != nil {
