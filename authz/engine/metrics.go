@@ -1,10 +1,11 @@
 package engine
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/garrison-mesh/garrison/internal/promreg"
 )
 
 // metrics are recorded when a policy set is built, never per decision: the
@@ -45,14 +46,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.compiles.WithLabelValues("success")
 	m.compiles.WithLabelValues("error")
 
-	cs := []prometheus.Collector{m.compiles, m.version, m.seconds, m.cache}
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			for _, done := range cs[:i] {
-				reg.Unregister(done)
-			}
-			return nil, fmt.Errorf("registering metrics: %w", err)
-		}
+	if err := promreg.RegisterAll(reg, m.compiles, m.version, m.seconds, m.cache); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

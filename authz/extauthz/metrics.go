@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/garrison-mesh/garrison/authz/engine"
+	"github.com/garrison-mesh/garrison/internal/promreg"
 )
 
 // metrics are the server's Prometheus metrics. A nil *metrics records
@@ -61,15 +62,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.decisions.WithLabelValues(r, "")
 	}
 
-	cs := []prometheus.Collector{m.decisions, m.duration, m.dryRun, m.custom, m.logFailures, m.logDropped}
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			// Leave the registry as it was, so a retry can succeed.
-			for _, done := range cs[:i] {
-				reg.Unregister(done)
-			}
-			return nil, fmt.Errorf("extauthz: registering metrics: %w", err)
-		}
+	if err := promreg.RegisterAll(reg, m.decisions, m.duration, m.dryRun, m.custom, m.logFailures, m.logDropped); err != nil {
+		return nil, fmt.Errorf("extauthz: %w", err)
 	}
 	return m, nil
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/garrison-mesh/garrison/internal/promreg"
 )
 
 // Results of a certificate request, the label of garrison_agent_csr_total.
@@ -45,10 +47,8 @@ func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 		Help: "Seconds until the workload certificate expires (negative once it has); 0 before the first certificate.",
 	}, a.expirySeconds)
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.csr, m.fetch, expiry} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("agent metrics: %w", err)
-			}
+		if err := promreg.RegisterAll(reg, m.csr, m.fetch, expiry); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
 		}
 	}
 	return m, nil

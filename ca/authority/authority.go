@@ -223,7 +223,9 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		return nil, err
 	}
 	a.cur.Store(st)
-	a.metrics = newMetrics(cfg.Metrics, a)
+	if a.metrics, err = newMetrics(cfg.Metrics, a); err != nil {
+		return nil, err
+	}
 	a.log.Info("certificate authority ready", "trust_domain", td.Name(), "upstream", cfg.Upstream.Name(),
 		"signing_ca_expires", st.signer.cert.NotAfter, "roots", len(st.roots))
 	return a, nil

@@ -1,6 +1,10 @@
 package authority
 
 import (
+	"fmt"
+
+	"github.com/garrison-mesh/garrison/internal/promreg"
+
 	"context"
 	"time"
 
@@ -100,15 +104,15 @@ type metrics struct {
 	rotations *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer, a *Authority) *metrics {
+func newMetrics(reg prometheus.Registerer, a *Authority) (*metrics, error) {
 	m := &metrics{rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "garrison_ca_rotations_total",
 		Help: "Rotations of the signing CA, by kind (intermediate or root).",
 	}, []string{"kind"})}
 	if reg == nil {
-		return m
+		return m, nil
 	}
-	reg.MustRegister(
+	err := promreg.RegisterAll(reg,
 		m.rotations,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "garrison_ca_root_expiry_seconds",
@@ -132,5 +136,8 @@ func newMetrics(reg prometheus.Registerer, a *Authority) *metrics {
 			Help: "Revoked certificates not yet expired (the CRL's entries).",
 		}, func() float64 { return float64(a.cur.Load().revCount) }),
 	)
-	return m
+	if err != nil {
+		return nil, fmt.Errorf("authority: %w", err)
+	}
+	return m, nil
 }

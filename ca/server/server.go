@@ -46,6 +46,7 @@ import (
 	pb "istio.io/api/security/v1alpha1"
 
 	"github.com/garrison-mesh/garrison/ca/authority"
+	"github.com/garrison-mesh/garrison/internal/promreg"
 )
 
 // Authority is what the server needs of the CA core.
@@ -156,7 +157,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Buckets: prometheus.ExponentialBuckets(100e-6, 2, 14),
 	})
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(s.issued, s.latency)
+		if err := promreg.RegisterAll(cfg.Metrics, s.issued, s.latency); err != nil {
+			return nil, fmt.Errorf("ca server: %w", err)
+		}
 	}
 	if err := s.renew(ctx); err != nil {
 		return nil, err

@@ -1,11 +1,11 @@
 package file
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/garrison-mesh/garrison/internal/promreg"
 	"github.com/garrison-mesh/garrison/policies"
 )
 
@@ -56,15 +56,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("rejected")
 
-	cs := []prometheus.Collector{m.reloads, m.invalidFile, m.resources, m.version, m.lastSuccess, m.duration}
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			// Leave the registry as it was, so a retry can succeed.
-			for _, done := range cs[:i] {
-				reg.Unregister(done)
-			}
-			return nil, fmt.Errorf("registering metrics: %w", err)
-		}
+	if err := promreg.RegisterAll(reg, m.reloads, m.invalidFile, m.resources, m.version, m.lastSuccess, m.duration); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
