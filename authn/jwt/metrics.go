@@ -15,6 +15,9 @@ type metrics struct {
 	lastSuccess *prometheus.GaugeVec   // uri
 	kidRefetch  *prometheus.CounterVec // uri, result
 	requests    *prometheus.CounterVec // outcome
+	// byOutcome are requests' children, resolved once: every request
+	// counts one, and a label lookup per request is wasted work.
+	byOutcome [Rejected + 1]prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,18 +47,27 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Requests authenticated, by outcome (no_token, verified, rejected).",
 		}, []string{"outcome"}),
 	}
-	if reg == nil {
-		return m, nil
+	if reg != nil {
+		if err := registerAll(reg, m); err != nil {
+			return nil, err
+		}
 	}
+	for o := range m.byOutcome {
+		m.byOutcome[o] = m.requests.WithLabelValues(Outcome(o).String())
+	}
+	return m, nil
+}
+
+func registerAll(reg prometheus.Registerer, m *metrics) error {
 	for _, err := range []error{
 		register(reg, &m.fetches), register(reg, &m.up), register(reg, &m.keys),
 		register(reg, &m.lastSuccess), register(reg, &m.kidRefetch), register(reg, &m.requests),
 	} {
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return m, nil
+	return nil
 }
 
 // register adds c to reg; a second Authenticator on the same registry

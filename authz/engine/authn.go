@@ -30,7 +30,7 @@ const ReasonJWTRejected = "jwt-rejected"
 // Authn is what origin authentication made of a request, for the decision
 // log, explain, and the ext_authz response.
 type Authn struct {
-	// Outcome: no-token, verified or rejected.
+	// Outcome: no_token, verified or rejected (jwt.Outcome's names).
 	Outcome string `json:"outcome"`
 	// Principal is request.auth.principal (<iss>/<sub>) when verified.
 	Principal string `json:"principal,omitempty"`
@@ -75,7 +75,7 @@ func (e *Engine) authenticate(ctx context.Context, ps *policySet, req *authv3.Ch
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("origin authentication: %w", err)
 	}
-	a := &Authn{Outcome: outcomeName(res.Outcome), Reason: res.Reason, WWWAuthenticate: res.WWWAuthenticate,
+	a := &Authn{Outcome: res.Outcome.String(), Reason: res.Reason, WWWAuthenticate: res.WWWAuthenticate,
 		SetHeaders: res.Headers.Set, RemoveHeaders: res.Headers.Remove}
 	if id := res.Identity; id != nil {
 		a.Principal = id.Principal
@@ -100,16 +100,6 @@ func (e *Engine) authenticate(ctx context.Context, ps *policySet, req *authv3.Ch
 	}
 	out, err := withAuthnMetadata(req, md)
 	return out, a, nil, err
-}
-
-func outcomeName(o jwt.Outcome) string {
-	switch o {
-	case jwt.Verified:
-		return "verified"
-	case jwt.Rejected:
-		return "rejected"
-	}
-	return "no-token"
 }
 
 // withAuthnMetadata is req with md as its istio_authn filter metadata, in

@@ -224,7 +224,10 @@ func BenchmarkDecide(b *testing.B) {
 		// prepared query; eval-engine adds the engine's evaluation options
 		// (no OPA metrics, no cancellation goroutine, the flat rule cache).
 		ps := e.live.Load()
-		in, early := ps.prepareInput(benchRequest(true), ps.input)
+		in, early := ps.resolve(benchRequest(true))
+		if early == nil {
+			early = ps.build(benchRequest(true), ps.input, &in)
+		}
 		if early != nil {
 			b.Fatal(early)
 		}

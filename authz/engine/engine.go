@@ -520,6 +520,9 @@ type preparedInput struct {
 	derived []extEntry
 	// ov is what the input takes from the engine rather than the request.
 	ov overrides
+	// destNS and destLabels memoize destination; nil labels: not read yet.
+	destNS     string
+	destLabels map[string]string
 }
 
 // ReasonMTLSRequired: the destination port is STRICT (PeerAuthentication)
@@ -555,37 +558,31 @@ func (ps *policySet) requireMTLS(req *authv3.CheckRequest, in *preparedInput) *D
 	return d
 }
 
-// destination is the namespace and labels of the destination workload.
+// destination is the namespace and labels of the destination workload,
+// from the context extensions the request is decided with; read once, as
+// the mTLS check and authentication both need them.
 func (in *preparedInput) destination() (string, map[string]string) {
-	get := func(k string) string { return in.ext[k] }
-	each := func(f func(k, v string)) {
-		for k, v := range in.ext {
-			f(k, v)
+	if in.destLabels != nil {
+		return in.destNS, in.destLabels
+	}
+	in.destLabels = map[string]string{}
+	add := func(k, v string) {
+		if k == ExtNamespace {
+			in.destNS = v
+		} else if l, ok := strings.CutPrefix(k, ExtLabelPrefix); ok {
+			in.destLabels[l] = v
 		}
 	}
 	if in.derived != nil {
-		get = func(k string) string {
-			for _, e := range in.derived {
-				if e.key == k {
-					return e.value
-				}
-			}
-			return ""
+		for _, e := range in.derived {
+			add(e.key, e.value)
 		}
-		each = func(f func(k, v string)) {
-			for _, e := range in.derived {
-				f(e.key, e.value)
-			}
+	} else {
+		for k, v := range in.ext {
+			add(k, v)
 		}
 	}
-	ns := get(ExtNamespace)
-	labels := map[string]string{}
-	each(func(k, v string) {
-		if l, ok := strings.CutPrefix(k, ExtLabelPrefix); ok {
-			labels[l] = v
-		}
-	})
-	return ns, labels
+	return in.destNS, in.destLabels
 }
 
 func (in *preparedInput) annotate(d *Decision, version uint64) {
@@ -594,17 +591,6 @@ func (in *preparedInput) annotate(d *Decision, version uint64) {
 	if in.note != "" {
 		d.Notes = append(d.Notes, in.note)
 	}
-}
-
-// prepareInput normalizes the path, derives the context extensions and
-// builds the input. A non-nil Decision is the 400 answer to a request that
-// cannot be evaluated.
-func (ps *policySet) prepareInput(req *authv3.CheckRequest, builder *InputBuilder) (preparedInput, *Decision) {
-	in, early := ps.resolve(req)
-	if early != nil {
-		return in, early
-	}
-	return in, ps.build(req, builder, &in)
 }
 
 // resolve normalizes the path and derives the context extensions: what

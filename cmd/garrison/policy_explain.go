@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/garrison-mesh/garrison/authn/jwt"
+
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 	security "istio.io/api/security/v1beta1"
@@ -433,7 +435,7 @@ func writeExplainText(w io.Writer, c cases.Case, rep *explainReport, verbose boo
 			}
 			fmt.Fprintf(&b, "           if provider %s allows: %s (%s)\n", d.Custom.Provider, after, decidedBy(d.AfterCustom, false))
 		}
-		if a := d.Authn; a != nil && a.Outcome != "no-token" {
+		if a := d.Authn; a != nil && a.Outcome != jwt.NoToken.String() {
 			line := a.Outcome
 			if a.Principal != "" {
 				line += " " + a.Principal
