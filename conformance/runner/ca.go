@@ -1,11 +1,12 @@
 package runner
 
 import (
+	"github.com/garrison-mesh/garrison/ca/authority"
+	"github.com/garrison-mesh/garrison/ca/pemcert"
+
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -90,7 +91,7 @@ func (g GarrisonCA) StartCA(ctx context.Context) (CATarget, error) {
 		}
 		return strings.TrimSpace(string(out)), nil
 	}
-	t := &garrisonCATarget{p: p, cli: cli, data: data, tokens: map[string]string{}}
+	t := &garrisonCATarget{caTarget: &caTarget{p: p, tokens: map[string]string{}}, cli: cli, data: data}
 	// The expired token first: serve's start-up is most of its second.
 	var expiredBy time.Time
 	for _, name := range append([]string{"expired"}, slices.DeleteFunc(slices.Sorted(maps.Keys(casuite.TokenCallers)), func(n string) bool { return n == "expired" })...) {
@@ -108,31 +109,13 @@ func (g GarrisonCA) StartCA(ctx context.Context) (CATarget, error) {
 	if _, err := cli("ca", "init", "--data-dir", data, "--trust-domain", casuite.TrustDomain); err != nil {
 		return nil, err
 	}
-	serving := make(chan map[string]any, 1)
 	cmd := exec.Command(g.Binary, "serve", "--config", config, "--data-dir", data, "--trust-domain", casuite.TrustDomain,
 		"--authz-addr", "127.0.0.1:0", "--monitoring-addr", "127.0.0.1:0",
 		"--ca-addr", "127.0.0.1:0", "--ca-bundle-addr", "127.0.0.1:0", "--ca-token-file", tokenFile, "--log-format", "json")
-	if err := p.start(cmd, g.Log, func(line []byte) {
-		var m map[string]any
-		if json.Unmarshal(line, &m) == nil && m["msg"] == "certificate authority serving" {
-			select {
-			case serving <- m:
-			default:
-			}
-		}
-	}); err != nil {
-		return nil, err
-	}
 	deadline := time.Now().Add(cmpDuration(g.ReadyTimeout, DefaultReadyTimeout))
-	var line map[string]any
-	select {
-	case line = <-serving:
-	case <-p.exited:
-		return nil, p.failure("garrison serve exited before its CA served")
-	case <-time.After(time.Until(deadline)):
-		return nil, p.failure("garrison serve did not log \"certificate authority serving\"")
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	line, err := p.startAwaiting(ctx, cmd, g.Log, "certificate authority serving", time.Until(deadline))
+	if err != nil {
+		return nil, err
 	}
 	t.addr, _ = line["ca"].(string)
 	rootsFile, _ := line["roots"].(string)
@@ -150,30 +133,37 @@ func (g GarrisonCA) StartCA(ctx context.Context) (CATarget, error) {
 	return t, nil
 }
 
-type garrisonCATarget struct {
+// caTarget is a CA the runner started: its process, address, trust
+// bundle and the tokens of the suite's callers.
+type caTarget struct {
 	p      *process
-	cli    func(args ...string) (string, error)
-	data   string
 	addr   string
 	roots  []*x509.Certificate
 	tokens map[string]string
 }
 
-func (t *garrisonCATarget) Addr() string               { return t.addr }
-func (t *garrisonCATarget) Roots() []*x509.Certificate { return t.roots }
-func (t *garrisonCATarget) Close() error               { return t.p.stop() }
+func (t *caTarget) Addr() string               { return t.addr }
+func (t *caTarget) Roots() []*x509.Certificate { return t.roots }
+func (t *caTarget) Close() error               { return t.p.stop() }
 
-func (t *garrisonCATarget) Token(name string) (string, error) {
+func (t *caTarget) Token(name string) (string, error) {
 	if tok, ok := t.tokens[name]; ok {
 		return tok, nil
 	}
 	return "", fmt.Errorf("no token %q: %w", name, errors.ErrUnsupported)
 }
 
+// garrisonCATarget is garrison serve's CA, revoked through garrison ca.
+type garrisonCATarget struct {
+	*caTarget
+	cli  func(args ...string) (string, error)
+	data string
+}
+
 // Revoke implements casuite.Revoker with `garrison ca revoke` over the
 // admin socket.
 func (t *garrisonCATarget) Revoke(_ context.Context, leaf *x509.Certificate) error {
-	out, err := t.cli("ca", "revoke", "--data-dir", t.data, "--serial", serialHex(leaf), "--reason", "keyCompromise")
+	out, err := t.cli("ca", "revoke", "--data-dir", t.data, "--serial", authority.FormatSerial(leaf.SerialNumber), "--reason", "keyCompromise")
 	if err != nil {
 		return err
 	}
@@ -181,16 +171,6 @@ func (t *garrisonCATarget) Revoke(_ context.Context, leaf *x509.Certificate) err
 		return fmt.Errorf("garrison ca revoke: %s", out)
 	}
 	return nil
-}
-
-// serialHex is a serial number as `garrison ca list` shows it: lower-case
-// hex of whole bytes.
-func serialHex(c *x509.Certificate) string {
-	s := c.SerialNumber.Text(16)
-	if len(s)%2 == 1 {
-		s = "0" + s
-	}
-	return s
 }
 
 // CACommand runs any implementation of the CA API from a command template
@@ -266,7 +246,7 @@ func (c CACommand) StartCA(ctx context.Context) (CATarget, error) {
 	if err := p.start(cmd, c.Log, nil); err != nil {
 		return nil, err
 	}
-	t := &commandCATarget{p: p, addr: addr}
+	t := &caTarget{p: p, addr: addr}
 	deadline := time.Now().Add(cmpDuration(c.ReadyTimeout, DefaultReadyTimeout))
 	if err := p.poll(ctx, deadline, rootsFile+" and "+tokensFile, func() (bool, error) {
 		roots, err := readRoots(rootsFile)
@@ -298,31 +278,13 @@ func (c CACommand) StartCA(ctx context.Context) (CATarget, error) {
 	if len(c.Revoke) == 0 {
 		return t, nil
 	}
-	return &revokingCommandCATarget{commandCATarget: t, revoke: c.Revoke, env: cmd.Env, vars: vars}, nil
-}
-
-type commandCATarget struct {
-	p      *process
-	addr   string
-	roots  []*x509.Certificate
-	tokens map[string]string
-}
-
-func (t *commandCATarget) Addr() string               { return t.addr }
-func (t *commandCATarget) Roots() []*x509.Certificate { return t.roots }
-func (t *commandCATarget) Close() error               { return t.p.stop() }
-
-func (t *commandCATarget) Token(name string) (string, error) {
-	if tok, ok := t.tokens[name]; ok {
-		return tok, nil
-	}
-	return "", fmt.Errorf("{tokens} has no %q: %w", name, errors.ErrUnsupported)
+	return &revokingCommandCATarget{caTarget: t, revoke: c.Revoke, env: cmd.Env, vars: vars}, nil
 }
 
 // revokingCommandCATarget is a command target with a revocation hook: a
 // type of its own so that casuite sees a Revoker only when there is one.
 type revokingCommandCATarget struct {
-	*commandCATarget
+	*caTarget
 	revoke []string
 	env    []string
 	vars   []string
@@ -333,7 +295,7 @@ func (t *revokingCommandCATarget) Revoke(ctx context.Context, leaf *x509.Certifi
 	if len(leaf.URIs) > 0 {
 		id = leaf.URIs[0].String()
 	}
-	args := substitute(t.revoke, append([]string{"{serial}", serialHex(leaf), "{spiffe_id}", id}, t.vars...))
+	args := substitute(t.revoke, append([]string{"{serial}", authority.FormatSerial(leaf.SerialNumber), "{spiffe_id}", id}, t.vars...))
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = t.env
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -356,19 +318,9 @@ func readRoots(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	var roots []*x509.Certificate
-	for block, rest := pem.Decode(raw); block != nil; block, rest = pem.Decode(rest) {
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		roots = append(roots, c)
-	}
-	if len(roots) == 0 {
-		return nil, fmt.Errorf("%s holds no certificate", path)
+	roots, err := pemcert.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return roots, nil
 }

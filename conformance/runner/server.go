@@ -70,28 +70,10 @@ func (g GarrisonServer) Start(ctx context.Context, t *Topic) (Session, error) {
 	}
 	args := append([]string{"serve", "--config", config, "--data-dir", filepath.Join(work, "data"),
 		"--authz-addr", "127.0.0.1:0", "--ca-addr", "", "--monitoring-addr", "127.0.0.1:0", "--log-format", "json"}, g.Args...)
-	serving := make(chan map[string]any, 1)
-	if err := p.start(exec.Command(g.Binary, args...), g.Log, func(line []byte) {
-		var m map[string]any
-		if json.Unmarshal(line, &m) == nil && m["msg"] == "garrison serving" {
-			select {
-			case serving <- m:
-			default:
-			}
-		}
-	}); err != nil {
-		return nil, err
-	}
 	deadline := time.Now().Add(cmpDuration(g.ReadyTimeout, DefaultReadyTimeout))
-	var line map[string]any
-	select {
-	case line = <-serving:
-	case <-p.exited:
-		return nil, p.failure("garrison serve exited before serving")
-	case <-time.After(time.Until(deadline)):
-		return nil, p.failure("garrison serve did not log \"garrison serving\"")
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	line, err := p.startAwaiting(ctx, exec.Command(g.Binary, args...), g.Log, "garrison serving", time.Until(deadline))
+	if err != nil {
+		return nil, err
 	}
 	authzAddr, _ := line["authz"].(string)
 	monitoring, _ := line["monitoring"].(string)
@@ -193,11 +175,7 @@ func (c Command) Start(ctx context.Context, t *Topic) (Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := strings.NewReplacer("{config}", config, "{addr}", addr, "{tmp}", tmp)
-	args := make([]string, len(c.Args))
-	for i, a := range c.Args {
-		args[i] = r.Replace(a)
-	}
+	args := substitute(c.Args, []string{"{config}", config, "{addr}", addr, "{tmp}", tmp})
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), c.Env...)
 	if err := p.start(cmd, c.Log, nil); err != nil {
@@ -300,6 +278,34 @@ func (p *process) start(cmd *exec.Cmd, log io.Writer, watch func([]byte)) error 
 		close(p.exited)
 	}()
 	return nil
+}
+
+// startAwaiting starts cmd and waits, until timeout, for the JSON log line
+// whose msg is msg (garrison serve's "garrison serving", "certificate
+// authority serving"), which names the addresses it listens on.
+func (p *process) startAwaiting(ctx context.Context, cmd *exec.Cmd, log io.Writer, msg string, timeout time.Duration) (map[string]any, error) {
+	found := make(chan map[string]any, 1)
+	if err := p.start(cmd, log, func(line []byte) {
+		var m map[string]any
+		if json.Unmarshal(line, &m) == nil && m["msg"] == msg {
+			select {
+			case found <- m:
+			default:
+			}
+		}
+	}); err != nil {
+		return nil, err
+	}
+	select {
+	case line := <-found:
+		return line, nil
+	case <-p.exited:
+		return nil, p.failure(fmt.Sprintf("%s exited before it logged %q", cmd.Args[0], msg))
+	case <-time.After(timeout):
+		return nil, p.failure(fmt.Sprintf("%s did not log %q within %s", cmd.Args[0], msg, timeout))
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // poll calls probe until it reports ready, the process exits, the deadline
