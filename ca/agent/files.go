@@ -1,8 +1,9 @@
 package agent
 
 import (
+	"github.com/garrison-mesh/garrison/internal/atomicfile"
+
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
 
@@ -42,48 +43,10 @@ func (a *Agent) writeFiles(w sds.Workload) {
 		if len(f.data) == 0 || bytes.Equal(a.written[f.name], f.data) {
 			continue
 		}
-		if err := writeAtomic(filepath.Join(a.cfg.CertDir, f.name), f.data, f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(a.cfg.CertDir, f.name), f.data, f.mode); err != nil {
 			a.logFailure(&a.fileLog, "cannot write certificate file", err, "file", f.name)
 			continue
 		}
 		a.written[f.name] = f.data
 	}
-}
-
-// writeAtomic writes data to a temporary file beside path (created 0600,
-// then given its mode before any data, so a key is never readable by others
-// even briefly), flushes it and renames it over path.
-func writeAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(mode); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("replace %s: %w", path, err)
-	}
-	// Make the rename durable; a failure here leaves a complete file.
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,10 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"os"
-	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -85,68 +80,6 @@ func TestRotationJitter(t *testing.T) {
 		if got := a.rotationTime(leaf).Sub(nb); got != c.want {
 			t.Errorf("rand %v: rotation %v after NotBefore, want %v", c.r, got, c.want)
 		}
-	}
-}
-
-// TestWriteAtomic: readers polling the file while it is rewritten always
-// read one complete version, and no temporary file stays behind.
-func TestWriteAtomic(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "cert-chain.pem")
-	version := func(i int) []byte {
-		return []byte(strings.Repeat(fmt.Sprintf("v%d-", i), 1+i*97) + "END\n")
-	}
-	if err := writeAtomic(path, version(0), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var bad error
-	var mu sync.Mutex
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				data, err := os.ReadFile(path)
-				var i int
-				if err == nil {
-					_, err = fmt.Sscanf(string(data), "v%d-", &i)
-				}
-				if err == nil && !bytes.Equal(data, version(i)) {
-					err = fmt.Errorf("read %d bytes, not a whole version %d", len(data), i)
-				}
-				if err != nil {
-					mu.Lock()
-					bad = err
-					mu.Unlock()
-					return
-				}
-			}
-		}()
-	}
-	for i := 1; i <= 50; i++ {
-		if err := writeAtomic(path, version(i), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	close(stop)
-	wg.Wait()
-	if bad != nil {
-		t.Fatal(bad)
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 {
-		t.Errorf("%d entries in the directory, want 1", len(entries))
-	}
-	if info, _ := os.Stat(path); info.Mode().Perm() != 0o600 {
-		t.Errorf("mode %v", info.Mode().Perm())
 	}
 }
 

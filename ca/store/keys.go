@@ -1,6 +1,8 @@
 package store
 
 import (
+	"github.com/garrison-mesh/garrison/internal/atomicfile"
+
 	"bytes"
 	"context"
 	"crypto"
@@ -155,24 +157,8 @@ func (s *Store) writeKey(role authority.Role, key crypto.Signer) (string, error)
 		}
 	}
 	path := filepath.Join(s.cfg.Dir, "keys", name)
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".key-*")
-	if err != nil {
+	if err := atomicfile.Write(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		return "", err
-	}
-	defer func() { _ = os.Remove(tmp.Name()) }()
-	if err := tmp.Chmod(0o600); err != nil {
-		_ = tmp.Close()
-		return "", err
-	}
-	if err := errors.Join(pem.Encode(tmp, block), tmp.Sync(), tmp.Close()); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return "", err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return name, nil
 }

@@ -15,6 +15,8 @@
 package tokenfile
 
 import (
+	"github.com/garrison-mesh/garrison/internal/atomicfile"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -124,24 +126,8 @@ func Create(path, namespace, serviceAccount string, expires, now time.Time) (str
 	if _, err := Parse(mustYAML(f)); err != nil {
 		return "", err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tokens-*")
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = os.Remove(tmp.Name()) }()
-	if err := tmp.Chmod(0o600); err != nil {
-		_ = tmp.Close()
-		return "", err
-	}
 	header := "# Garrison CA bearer tokens (hashes only); garrison ca token create appends here.\n"
-	if _, err := tmp.Write(append([]byte(header), mustYAML(f)...)); err != nil {
-		_ = tmp.Close()
-		return "", err
-	}
-	if err := errors.Join(tmp.Sync(), tmp.Close()); err != nil {
-		return "", err
-	}
-	return token, os.Rename(tmp.Name(), path)
+	return token, atomicfile.Write(path, append([]byte(header), mustYAML(f)...), 0o600)
 }
 
 func mustYAML(f File) []byte {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/garrison-mesh/garrison/internal/atomicfile"
+
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -125,17 +127,12 @@ func writeRoots(dataDir string, roots []byte) error {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, roots) {
 		return nil
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, roots, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, roots, 0o644)
 }
 
 // startCA opens the authority and returns the parts that serve it; the
-// returned close releases the state after the parts stopped.
-// startCA opens the authority and its servers. The authority is returned
-// too: ext_authz asks it whether a peer certificate is revoked.
+// returned close releases the state after the parts stopped. The authority
+// is returned too: ext_authz asks it whether a peer certificate is revoked.
 func startCA(ctx context.Context, f *caFlags, dataDir, trustDomain, namespace string, reg prometheus.Registerer, log *slog.Logger) ([]func(context.Context) error, func(), *authority.Authority, error) {
 	ca, st, err := openAuthority(ctx, f, dataDir, trustDomain, reg, log)
 	if err != nil {
