@@ -268,7 +268,7 @@ func (c *evalCtx) verifyWith(p *provider, t *parsedToken) status {
 // tried in order. The check itself is golang-jwt's, with the algorithm
 // pinned to the key's kind and the claims validated again.
 func (p *provider) verifySignature(t *parsedToken, set *keySet) status {
-	if set.verified.has(p, t.raw) {
+	if _, ok := set.verified.Get(verifiedKey{p, t.raw}); ok {
 		return statusOK
 	}
 	matched := false
@@ -283,7 +283,7 @@ func (p *provider) verifySignature(t *parsedToken, set *keySet) status {
 		key := k.key
 		_, err := p.parsers[k.kind].ParseWithClaims(t.raw, jwt.MapClaims{}, func(*jwt.Token) (any, error) { return key, nil })
 		if err == nil {
-			set.verified.add(p, t.raw)
+			set.verified.Put(verifiedKey{p, t.raw}, struct{}{})
 			return statusOK
 		}
 	}

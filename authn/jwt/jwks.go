@@ -10,7 +10,6 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"fmt"
-	"sync"
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
 )
@@ -75,7 +74,7 @@ type keySet struct {
 	// microseconds and an end user sends the same token many times. A key
 	// set never changes, so an entry is true for as long as the set is
 	// the one in use; a new set starts empty.
-	verified verifiedTokens
+	verified *twogen.Map[verifiedKey, struct{}]
 }
 
 // parseJWKS reads a JSON Web Key Set. It fails as Envoy does: not JSON,
@@ -94,7 +93,7 @@ func parseJWKS(data []byte) (*keySet, status, error) {
 	if err := json.Unmarshal(raw, &keys); err != nil {
 		return nil, statusJwksBadKeys, err
 	}
-	set := &keySet{}
+	set := &keySet{verified: twogen.New[verifiedKey, struct{}](maxVerifiedTokens / 2)}
 	var lastErr error
 	for i, k := range keys {
 		pk, err := parseJWK(k)
@@ -186,13 +185,7 @@ func contains(l []string, s string) bool {
 	return false
 }
 
-// verifiedTokens is a bounded set of (provider, token) pairs whose
-// signature verified (internal/twogen).
-type verifiedTokens struct {
-	once sync.Once
-	m    *twogen.Map[verifiedKey, struct{}]
-}
-
+// verifiedKey is a (provider, token) pair whose signature verified.
 type verifiedKey struct {
 	p   *provider // the parser's checks (issuer) are the provider's
 	raw string
@@ -200,18 +193,3 @@ type verifiedKey struct {
 
 // maxVerifiedTokens bounds one key set's cache: tokens are about 1 KB.
 const maxVerifiedTokens = 4096
-
-func (v *verifiedTokens) init() {
-	v.once.Do(func() { v.m = twogen.New[verifiedKey, struct{}](maxVerifiedTokens / 2) })
-}
-
-func (v *verifiedTokens) has(p *provider, raw string) bool {
-	v.init()
-	_, ok := v.m.Get(verifiedKey{p, raw})
-	return ok
-}
-
-func (v *verifiedTokens) add(p *provider, raw string) {
-	v.init()
-	v.m.Put(verifiedKey{p, raw}, struct{}{})
-}
