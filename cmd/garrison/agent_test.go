@@ -5,7 +5,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,10 +18,7 @@ import (
 // cleanly on SIGTERM, removing its socket.
 func TestAgentEndToEnd(t *testing.T) {
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "garrison")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := garrisonBinary(t)
 	ca := catest.Start(t, catest.Config{})
 	dir := t.TempDir()
 	roots := filepath.Join(dir, "roots.pem")
@@ -72,19 +68,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		eventually(t, f, func() bool { _, err := os.Stat(filepath.Join(certDir, f)); return err == nil })
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("agent did not exit cleanly on SIGTERM: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("agent did not stop within 15s of SIGTERM (an open SDS stream must not hold it)")
-	}
+	stopWithSIGTERM(t, cmd, "agent")
 	if _, err := os.Lstat(socket); !os.IsNotExist(err) {
 		t.Errorf("socket left behind: %v", err)
 	}

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -327,10 +326,7 @@ func TestServeRejectsInvalidMeshConfig(t *testing.T) {
 // and stops it with SIGTERM.
 func TestServeStopsOnSIGTERM(t *testing.T) {
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "garrison")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := garrisonBinary(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "sa.yaml"), "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: a\n")
 	cmd := exec.Command(bin, "serve", "--config", dir, "--data-dir", t.TempDir(), "--monitoring-addr", "127.0.0.1:0",
@@ -345,19 +341,7 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	addr := waitForLog(t, stderr, "garrison serving")["monitoring"].(string)
 	eventually(t, "readiness", func() bool { code, _ := get(t, "http://"+addr+"/readyz"); return code == 200 })
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("garrison did not exit cleanly on SIGTERM: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("garrison did not stop within 15s of SIGTERM")
-	}
+	stopWithSIGTERM(t, cmd, "garrison")
 }
 
 // TestValidateIstioInvalidDatasets runs garrison validate, as a user would,

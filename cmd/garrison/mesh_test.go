@@ -32,10 +32,7 @@ import (
 // revoked it.
 func TestMeshEndToEnd(t *testing.T) {
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "garrison")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := garrisonBinary(t)
 	// A short directory: a Unix socket path must fit in 108 bytes.
 	data, err := os.MkdirTemp("", "gmesh")
 	if err != nil {
